@@ -1,0 +1,7 @@
+"""kdbench: compare knowledge-distillation methods under one fair, tuned, multi-seed protocol."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,191 @@
+"""The ``kdbench`` command line.
+
+Exit status 0 on success; 2 with a one-line reason on a user's mistake (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kdbench.errors import KdbenchError
+
+
+def _suite_and_plan(path: str):
+    from kdbench.plan import expand
+    from kdbench.suite import load_suite
+
+    suite = load_suite(path)
+    return suite, expand(suite)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kdbench.results import store
+    from kdbench.scheduler.driver import default_results_dir, run_suite
+
+    suite, plan = _suite_and_plan(args.suite)
+    results = Path(args.results) if args.results else default_results_dir(suite)
+    if args.dry_run:
+        return _dry_run(plan, results, args.retry_failed)
+    summary = run_suite(suite, results, address=args.address, retry_failed=args.retry_failed)
+    if summary.ran == 0:
+        print(f"nothing to run: all {summary.planned} trials of '{suite.name}' are finished in "
+              f"{results} (use --retry-failed to rerun failed ones)", file=sys.stderr)
+    else:
+        print(f"run {summary.run_id}: {summary.ran} trials in {summary.seconds:.1f}s "
+              f"({summary.failed} failed, {summary.skipped} already finished) -> {results}",
+              file=sys.stderr)
+    _print_leaderboard(store.load(results), "markdown", None)
+    return 0
+
+
+def _dry_run(plan, results: Path, retry_failed: bool) -> int:
+    from kdbench.results import store
+    from kdbench.scheduler.driver import Driver
+    from kdbench.scheduler.estimate import estimate
+
+    suite = plan.suite
+    todo = Driver(plan, results, retry_failed=retry_failed).todo(
+        store.finished_trials(results) if results.is_dir() else {})
+    print(f"suite {suite.name} ({suite.source}, sha256 {suite.sha256()[:12]})")
+    print(f"  {len(suite.datasets)} data sets × {len(suite.pairs)} pairs × {len(suite.methods)} "
+          f"methods = {len(plan.cells)} cells; seeds {list(suite.seeds)}")
+    for cell in plan.cells:
+        print(f"    {cell.key}")
+    counts = {p: sum(1 for t in plan.trials if t.phase == p) for p in ("teacher", "tune", "final")}
+    print(f"  trials: {counts['teacher']} teacher + {counts['tune']} tune + {counts['final']} final "
+          f"= {len(plan.trials)}; {len(todo)} to run, {len(plan.trials) - len(todo)} already "
+          f"finished in {results}")
+    est = estimate(plan, todo)
+    print(f"  estimated cost of what is left: {est.images:,} training images, "
+          f"{est.macs / 1e12:.2f} TMAC, ≈ {est.cpu_seconds / 3600:.2f} CPU-hours "
+          f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times, "
+          "evaluation and scheduling not included)")
+    print("dry run: nothing was trained")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _print_leaderboard(rows, fmt: str, out: str | None) -> None:
+    from kdbench.results.leaderboard import leaderboard
+    from kdbench.results.render import render
+
+    text = render(leaderboard(rows), fmt)
+    if out:
+        Path(out).write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from kdbench.results import store
+
+    _print_leaderboard(store.load(args.dir), args.format, args.output)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.suites:
+        try:
+            suite, plan = _suite_and_plan(path)
+        except KdbenchError as exc:
+            print(f"invalid: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok: {path}: '{suite.name}', {len(plan.cells)} cells, {len(plan.trials)} trials")
+    return 2 if failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from kdbench.methods import METHODS
+
+        for name, cls in METHODS.items():
+            hps = ", ".join(f"{h.name}={h.default}" for h in cls.hparams) or "no hyperparameters"
+            print(f"{name:<14} {_first_line(cls.__doc__)}  [{hps}]")
+    elif args.what == "models":
+        from kdbench.models import MODELS, build_model, count_params
+
+        for name, factory in MODELS.items():
+            size = count_params(build_model(name, num_classes=10, input_shape=(3, 32, 32)))
+            print(f"{name:<14} {size / 1e6:6.3f}M params (10 classes, 3×32×32)  "
+                  f"{_first_line(factory.__doc__) or ''}")
+    else:
+        from kdbench.data import DATASETS, dataset_info
+
+        for name, loader in DATASETS.items():
+            info = dataset_info(name)
+            shape = "×".join(map(str, info.input_shape))
+            print(f"{name:<14} {info.num_classes:>4} classes  {shape:<8} train {info.train:>6,}  "
+                  f"test {info.test:>6,}  {_first_line(loader.__doc__)}")
+    return 0
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, like every user mistake
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kdbench", description="Compare knowledge-distillation methods fairly.")
+    from kdbench import __version__
+
+    p.add_argument("--version", action="version", version=f"kdbench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run (or resume) a suite and print its leaderboard")
+    r.add_argument("suite")
+    r.add_argument("--results", metavar="DIR", help="results directory (default results/<suite name>)")
+    r.add_argument("--address", help="an existing Ray cluster (default: a private local Ray)")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and its cost; train nothing")
+    r.add_argument("--retry-failed", action="store_true", help="rerun trials whose row says failed")
+    r.set_defaults(func=cmd_run)
+
+    from kdbench.results.render import FORMATS
+
+    lb = sub.add_parser("leaderboard", help="the leaderboard tables of a results directory")
+    lb.add_argument("dir")
+    lb.add_argument("--format", choices=FORMATS, default="markdown")
+    lb.add_argument("-o", "--output", metavar="FILE")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    v = sub.add_parser("validate", help="check suites without running them")
+    v.add_argument("suites", nargs="+")
+    v.set_defaults(func=cmd_validate)
+
+    ls = sub.add_parser("list", help="what the registries hold")
+    ls.add_argument("what", choices=("methods", "models", "datasets"))
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KdbenchError as exc:
+        print(f"kdbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdbench: interrupted; finished trials are kept, run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""A data set as kdbench holds it: three splits of tensors, plus how to normalise and augment.
+
+Small-image data sets fit in memory (CIFAR-100's 50,000 training images are 150 MB as uint8),
+so they are held as tensors, moved to the trial's device once, and augmented in batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+SPLIT_SEED = 0
+"""The seed that carves `val` out of the training data: fixed, so every trial sees the same split."""
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Batched augmentation: random crop after zero padding by ``pad`` pixels, optional h-flip."""
+
+    pad: int = 0
+    flip: bool = False
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x.ndim != 4 or len(x) != len(y):
+                raise ValueError(f"{self.name}: {split} must be (N, C, H, W) images with N labels")
+        if not self.mean:
+            x = _unit(self.train_x)
+            self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+            self.std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored images (uint8 or float in [0, 1]) -> float, zero mean, unit variance per channel."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (_unit(x) - mean) / std
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def stratified_split(
+    y: torch.Tensor, fractions: tuple[float, ...], *, seed: int = SPLIT_SEED
+) -> list[torch.Tensor]:
+    """Split indices class by class into parts of the given fractions (the last takes the rest).
+
+    Deterministic for a seed; every part keeps the class proportions of the whole.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        start = 0
+        for i, frac in enumerate(fractions):
+            stop = len(idx) if i == len(fractions) - 1 else start + round(frac * len(idx))
+            parts[i].append(idx[start:stop])
+            start = stop
+    return [torch.sort(torch.cat(p)).values for p in parts]
+
+
+def carve_val(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    val_fraction: float,
+    num_classes: int,
+    augment: AugmentSpec,
+) -> DataBundle:
+    """An official train/test split, with `val` carved from train by the fixed split seed."""
+    keep, val = stratified_split(train_y, (1.0 - val_fraction, val_fraction))
+    return DataBundle(
+        name=name,
+        train_x=train_x[keep], train_y=train_y[keep],
+        val_x=train_x[val], val_y=train_y[val],
+        test_x=test_x, test_y=test_y,
+        num_classes=num_classes, augment=augment,
+    )

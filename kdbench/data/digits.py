@@ -1,0 +1,37 @@
+"""``digits``: scikit-learn's bundled handwritten digits (1,797 real 8×8 images, 10 classes).
+
+It has no official split: kdbench uses a stratified 60/20/20 train/val/test split fixed by
+``SPLIT_SEED``, so ``data.val_fraction`` does not apply to it. Pixel values 0..16 are scaled
+to [0, 1]. Augmentation: random shifts of one pixel (no flips: a flipped digit is another
+glyph).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
+from kdbench.data.registry import DATASETS, DatasetInfo
+
+
+@DATASETS.register("digits")
+def digits(*, root: Path | None = None, val_fraction: float = 0.2) -> DataBundle:
+    """scikit-learn's bundled handwritten digits, 8×8, stratified 60/20/20."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = torch.tensor(raw.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
+    y = torch.tensor(raw.target, dtype=torch.long)
+    train, val, test = stratified_split(y, (0.6, 0.2, 0.2))
+    return DataBundle(
+        name="digits",
+        train_x=x[train], train_y=y[train],
+        val_x=x[val], val_y=y[val],
+        test_x=x[test], test_y=y[test],
+        num_classes=10, augment=AugmentSpec(pad=1),
+    )
+
+
+digits.info = DatasetInfo(num_classes=10, input_shape=(1, 8, 8), train=1078, test=360)  # type: ignore[attr-defined]

@@ -1,0 +1,52 @@
+"""The data-set registry. An entry is a loader ``(root, val_fraction) -> DataBundle``."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdbench.data.base import DataBundle
+from kdbench.registry import Registry
+
+DatasetLoader = Callable[..., DataBundle]
+
+
+def _check(name: str, loader: DatasetLoader) -> None:
+    if not {"root", "val_fraction"} <= set(inspect.signature(loader).parameters):
+        raise TypeError(f"data set loader {name!r} must accept root= and val_fraction=")
+
+
+DATASETS: Registry[DatasetLoader] = Registry("dataset", check=_check)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What is known of a data set without loading it (for plans and cost estimates)."""
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    train: int
+    """Images in the training data before `val` is carved from it (digits: its 60% train part)."""
+    test: int
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The declared ``info`` of a loader; a user's loader without one is loaded once to find out."""
+    loader = DATASETS.get(name)
+    info = getattr(loader, "info", None)
+    if info is None:
+        b = load_dataset(name)
+        info = DatasetInfo(b.num_classes, b.input_shape, len(b.train_y) + len(b.val_y), len(b.test_y))
+    return info
+
+
+def default_root() -> Path:
+    """Where data sets live when a suite names no ``data.root``: $KDBENCH_DATA or ~/.cache/kdbench/data."""
+    return Path(os.environ.get("KDBENCH_DATA") or Path.home() / ".cache" / "kdbench" / "data")
+
+
+def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None, val_fraction: float = 0.1) -> DataBundle:
+    return DATASETS.get(name)(root=Path(root) if root else default_root(), val_fraction=val_fraction)

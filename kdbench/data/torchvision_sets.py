@@ -1,0 +1,87 @@
+"""MNIST, FashionMNIST, CIFAR-10/100 and SVHN through torchvision's own loading code.
+
+Files are read from ``<root>`` in each format's native layout (torchvision's folders:
+``MNIST/raw``, ``FashionMNIST/raw``, ``cifar-10-batches-py``, ``cifar-100-python``,
+``train_32x32.mat``/``test_32x32.mat``). torchvision verifies the MD5 of the CIFAR and SVHN
+files; kdbench keeps that check. When the files are missing, torchvision's download is tried
+once; without a network the error says where to put the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdbench.data.base import AugmentSpec, DataBundle, carve_val
+from kdbench.data.registry import DATASETS, DatasetInfo
+from kdbench.errors import KdbenchError
+
+
+def _open(name: str, factory: Callable[..., Any], root: Path, **kwargs: Any) -> Any:
+    """The torchvision data set from ``root``, downloading it only if it is not there."""
+    try:
+        return factory(root=str(root), download=False, **kwargs)
+    except RuntimeError as missing:
+        try:
+            return factory(root=str(root), download=True, **kwargs)
+        except Exception as exc:
+            raise KdbenchError(
+                f"data set '{name}' is not under {root} ({missing}) and could not be downloaded "
+                f"({type(exc).__name__}: {exc}); put its files there or set data.root"
+            ) from None
+
+
+def _images(data: Any, layout: str) -> torch.Tensor:
+    """torchvision's arrays -> uint8 (N, C, H, W)."""
+    arr = torch.as_tensor(np.asarray(data), dtype=torch.uint8)
+    if layout == "NHW":
+        return arr.unsqueeze(1).contiguous()
+    if layout == "NHWC":
+        return arr.permute(0, 3, 1, 2).contiguous()
+    return arr.contiguous()  # NCHW
+
+
+def _labels(values: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values), dtype=torch.long)
+
+
+def _train_test(name: str, cls_name: str, root: Path, layout: str, label_attr: str,
+                split_kw: Callable[[bool], dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+    import torchvision.datasets as tvd
+
+    factory = getattr(tvd, cls_name)
+    train = _open(name, factory, root, **split_kw(True))
+    test = _open(name, factory, root, **split_kw(False))
+    return (_images(train.data, layout), _labels(getattr(train, label_attr)),
+            _images(test.data, layout), _labels(getattr(test, label_attr)))
+
+
+def _register(name: str, cls_name: str, *, layout: str, num_classes: int, augment: AugmentSpec,
+              shape: tuple[int, int, int], sizes: tuple[int, int], label_attr: str = "targets",
+              split_kw: Callable[[bool], dict[str, Any]] = lambda train: {"train": train}) -> None:
+    def loader(*, root: Path, val_fraction: float = 0.1) -> DataBundle:
+        parts = _train_test(name, cls_name, Path(root), layout, label_attr, split_kw)
+        return carve_val(name, *parts, val_fraction=val_fraction, num_classes=num_classes,
+                         augment=augment)
+
+    loader.info = DatasetInfo(num_classes, shape, *sizes)  # type: ignore[attr-defined]
+    loader.__name__ = name
+    loader.__doc__ = f"``{name}``: torchvision's {cls_name}, `val` carved from its training split."
+    DATASETS.add(name, loader)
+
+
+_register("mnist", "MNIST", layout="NHW", num_classes=10, augment=AugmentSpec(pad=2),
+          shape=(1, 28, 28), sizes=(60000, 10000))
+_register("fashion_mnist", "FashionMNIST", layout="NHW", num_classes=10,
+          augment=AugmentSpec(pad=2, flip=True), shape=(1, 28, 28), sizes=(60000, 10000))
+_register("cifar10", "CIFAR10", layout="NHWC", num_classes=10, augment=AugmentSpec(pad=4, flip=True),
+          shape=(3, 32, 32), sizes=(50000, 10000))
+_register("cifar100", "CIFAR100", layout="NHWC", num_classes=100,
+          augment=AugmentSpec(pad=4, flip=True), shape=(3, 32, 32), sizes=(50000, 10000))
+# House numbers are not mirror-symmetric: crops only.
+_register("svhn", "SVHN", layout="NCHW", num_classes=10, augment=AugmentSpec(pad=4),
+          shape=(3, 32, 32), sizes=(73257, 26032), label_attr="labels", split_kw=lambda train: {"split": "train" if train else "test"})

@@ -1,0 +1,30 @@
+"""Errors a user can cause and fix. The command line prints them as one line and exits 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class KdbenchError(Exception):
+    """A user's mistake (bad suite, unknown name, unreadable file): one line, no traceback."""
+
+
+class SuiteError(KdbenchError):
+    """A suite that cannot run; the message names the file, the key, the value and the choices."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source = source
+        self.key = key
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+def choices_hint(value: object, choices: Iterable[str]) -> str:
+    """`valid: a, b, c (did you mean 'b'?)` — the closest name is offered for a typo."""
+    options = sorted(choices)
+    text = "valid: " + ", ".join(options) if options else "nothing is registered"
+    close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
+    if close:
+        text += f" (did you mean '{close[0]}'?)"
+    return text

@@ -1,0 +1,221 @@
+"""The method contract every distillation method follows.
+
+A method is an ``nn.Module`` (so any regressor or embedding head it trains is moved, saved
+and optimised with the student) that declares:
+
+- ``hparams``: its hyperparameters, each with a default, a valid domain and a default search
+  space, under the names users query (``gamma``, ``alpha``, ``beta``, ``T``, ...);
+- ``needs``: what the trainer must give it (the teacher's outputs, sample indices, ...);
+- ``loss(step)``: a dict of named, already-weighted loss terms; the trainer sums them.
+
+The trainer never looks at a method's name: everything it does differently follows from
+``needs``. Loss weights follow the CRD benchmark (RepDistiller):
+``loss = gamma * CE(labels) + alpha * KD(T) + beta * L_method``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdbench.models.base import ModelOutput
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What Optuna samples for one hyperparameter: a numeric range or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def describe(self) -> str:
+        if self.choices:
+            return "{" + ", ".join(map(str, self.choices)) + "}"
+        return f"[{self.low}, {self.high}{', log' if self.log else ''}]"
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One hyperparameter: its default, the values that make sense, and where to search."""
+
+    name: str
+    default: Any
+    kind: str = "float"  # float | int | categorical
+    low: float | None = None
+    """Smallest valid value (inclusive unless ``low_open``); ``None``: unbounded."""
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[Any, ...] = ()
+    """For ``categorical``: the valid values."""
+    search: SearchSpace | None = None
+    """Default search space; ``None``: not searched unless a suite gives a range."""
+    doc: str = ""
+
+    def domain(self) -> str:
+        if self.kind == "categorical":
+            return "one of " + ", ".join(map(str, self.choices))
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        bracket = "(" if self.low_open or self.low is None else "["
+        return f"{self.kind} in {bracket}{lo}, {hi}{']' if self.high is not None else ')'}"
+
+    def check(self, value: Any) -> str | None:
+        """The reason ``value`` is invalid, or ``None``."""
+        if self.kind == "categorical":
+            return None if value in self.choices else f"{value!r} is not {self.domain()}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number ({self.domain()})"
+        if self.kind == "int" and not float(value).is_integer():
+            return f"{value!r} is not an integer ({self.domain()})"
+        if not math.isfinite(value):
+            return f"{value!r} is not finite"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return f"{value!r} is outside {self.domain()}"
+        if self.high is not None and value > self.high:
+            return f"{value!r} is outside {self.domain()}"
+        return None
+
+    def coerce(self, value: Any) -> Any:
+        if self.kind == "int":
+            return int(value)
+        if self.kind == "float":
+            return float(value)
+        return value
+
+
+# The loss weights shared by every method, in the RepDistiller convention.
+def gamma(default: float = 1.0) -> HParam:
+    return HParam("gamma", default, low=0.0, search=SearchSpace(0.0, 1.0),
+                  doc="weight of cross-entropy on the true labels")
+
+
+def alpha(default: float) -> HParam:
+    return HParam("alpha", default, low=0.0, search=SearchSpace(0.0, 1.0),
+                  doc="weight of the KL term on temperature-softened teacher probabilities")
+
+
+def beta(default: float) -> HParam:
+    """The method's own term; searched log-uniformly over two decades around the default."""
+    return HParam("beta", default, low=0.0,
+                  search=SearchSpace(default / 10.0, default * 10.0, log=True),
+                  doc="weight of the method's own loss term")
+
+
+def temperature(default: float = 4.0) -> HParam:
+    return HParam("T", default, low=0.0, low_open=True, search=SearchSpace(1.0, 20.0, log=True),
+                  doc="softmax temperature")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method asks of the trainer."""
+
+    teacher: bool = True
+    """The teacher's outputs (logits, block features, embedding) for every batch."""
+    indices: bool = False
+    """Each sample's index in the training split (memory banks)."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may look at when it builds its own modules."""
+
+    student: nn.Module
+    teacher: nn.Module | None
+    num_classes: int
+    n_train: int
+    input_shape: tuple[int, ...]
+    """One image's shape (C, H, W)."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class Step:
+    """One training batch as a method sees it."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    student: ModelOutput
+    teacher: ModelOutput | None = None
+    index: torch.Tensor | None = None
+    epoch: int = 0
+    epochs: int = 1
+
+
+class Method(nn.Module):
+    """Base class of every method. Subclasses set ``hparams`` and ``needs`` and write ``terms``."""
+
+    name: ClassVar[str] = ""
+    hparams: ClassVar[tuple[HParam, ...]] = ()
+    needs: ClassVar[Needs] = Needs()
+    combinable: ClassVar[bool] = True
+    """Whether ``A+B`` may name it (a method with no term of its own adds nothing)."""
+
+    def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
+        super().__init__()
+        self.hp = dict(hp)
+
+    def loss(self, step: Step) -> dict[str, torch.Tensor]:
+        """Named, weighted terms: ``ce`` (gamma · cross-entropy) plus the method's own."""
+        terms = {"ce": self.hp.get("gamma", 1.0) * F.cross_entropy(step.student.logits, step.y)}
+        terms.update(self.terms(step))
+        return terms
+
+    def terms(self, step: Step) -> dict[str, torch.Tensor]:
+        """The method's own terms, each already multiplied by its weight."""
+        return {}
+
+    @classmethod
+    def hparam(cls, name: str) -> HParam:
+        for h in cls.hparams:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {h.name: h.default for h in cls.hparams}
+
+
+def combine(components: Sequence[type[Method]]) -> type[Method]:
+    """``A+B``: the loss terms of both, the hyperparameters of both.
+
+    A hyperparameter both declare (``gamma``) is shared. In a combination ``gamma`` and
+    ``alpha`` default to 1, the convention of RepDistiller's combined runs (CRD+KD: γ=1, α=1,
+    β=0.8); ``beta`` and the rest keep their method's default.
+    """
+    merged: dict[str, HParam] = {}
+    for comp in components:
+        for h in comp.hparams:
+            if h.name in ("gamma", "alpha"):
+                h = HParam(**{**h.__dict__, "default": 1.0})
+            merged.setdefault(h.name, h)
+    class Combined(Method):
+        name = "+".join(c.name for c in components)
+        hparams = tuple(merged.values())
+        needs = Needs(
+            teacher=any(c.needs.teacher for c in components),
+            indices=any(c.needs.indices for c in components),
+        )
+
+        def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
+            super().__init__(hp, ctx)
+            self.parts = nn.ModuleList(c(hp, ctx) for c in components)
+
+        def terms(self, step: Step) -> dict[str, torch.Tensor]:
+            out: dict[str, torch.Tensor] = {}
+            for part in self.parts:
+                out.update(part.terms(step))
+            return out
+
+    Combined.__name__ = Combined.__qualname__ = "Combined_" + "_".join(c.name for c in components)
+    Combined.__doc__ = "Combination of " + ", ".join(c.name for c in components) + "."
+    return Combined

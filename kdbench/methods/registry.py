@@ -1,0 +1,40 @@
+"""The method registry and the resolution of names such as ``crd+kd``."""
+
+from __future__ import annotations
+
+import inspect
+
+from kdbench.errors import KdbenchError, choices_hint
+from kdbench.methods.base import Method, combine
+from kdbench.registry import Registry
+
+
+def _check(name: str, obj: type[Method]) -> None:
+    if not (inspect.isclass(obj) and issubclass(obj, Method)):
+        raise TypeError(f"method {name!r} must be a subclass of kdbench.methods.Method")
+    if obj.name != name:
+        raise TypeError(f"method class {obj.__name__} has name {obj.name!r}, registered as {name!r}")
+    names = [h.name for h in obj.hparams]
+    if len(names) != len(set(names)):
+        raise TypeError(f"method {name!r} declares a hyperparameter twice: {names}")
+
+
+METHODS: Registry[type[Method]] = Registry("method", check=_check)
+
+
+def method_class(name: str) -> type[Method]:
+    """The class for a registry name or a combination ``A+B`` of registered names."""
+    parts = name.split("+")
+    if len(parts) == 1:
+        return METHODS.get(name)
+    if len(set(parts)) != len(parts):
+        raise KdbenchError(f"method '{name}' names a component twice")
+    classes = []
+    for part in parts:
+        if part not in METHODS:
+            raise KdbenchError(f"unknown method '{part}' in '{name}'; {choices_hint(part, METHODS)}")
+        cls = METHODS.get(part)
+        if not cls.combinable:
+            raise KdbenchError(f"'{part}' cannot be combined ('{name}'): it has no loss term of its own")
+        classes.append(cls)
+    return combine(classes)

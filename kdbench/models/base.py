@@ -1,0 +1,72 @@
+"""What every model in kdbench exposes, so feature-based methods work on any of them.
+
+``model(x)`` returns logits (what a user takes home); ``model.forward_features(x)`` returns a
+``ModelOutput`` with the logits, the output of each block, and the pooled embedding that
+feeds the classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    feats: list[torch.Tensor] = field(default_factory=list)
+    """The output of each block, shallow to deep (after its activation)."""
+    embedding: torch.Tensor | None = None
+    """The pooled penultimate feature, the classifier's input: (batch, dim)."""
+
+
+class KDModel(nn.Module):
+    """Base of the zoo: subclasses implement ``forward_features``."""
+
+    def forward_features(self, x: torch.Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x).logits
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on one image: convolutions and linear layers.
+
+    Normalisation, activations and pooling are not counted (the usual convention, as in the
+    papers' MAC columns); they are a small share of a CNN's work.
+    """
+    total = 0
+
+    def conv_hook(mod: nn.Conv2d, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = mod.kernel_size
+        total += out[0].numel() * (mod.in_channels // mod.groups) * kh * kw
+
+    def linear_hook(mod: nn.Linear, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        total += mod.in_features * mod.out_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros((1, *input_shape), dtype=p.dtype, device=p.device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total

@@ -1,0 +1,97 @@
+"""What a plan will cost, before it runs: trial counts, images, MACs, and measured step times.
+
+The time estimate is measured, not guessed: a few training steps of every distinct
+(student, teacher, method) shape on random inputs of the data set's shape, timed on this
+machine at the suite's batch size and thread count, times the steps the plan will take.
+Evaluation passes and Ray's overhead are not included.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from kdbench.data import dataset_info
+from kdbench.methods import MethodContext, method_class
+from kdbench.methods.base import Step
+from kdbench.models import build_model, count_macs
+from kdbench.plan import Plan, TrialSpec
+
+
+@dataclass
+class Estimate:
+    trials: dict[str, int]
+    images: int
+    """Training images all trials together will see."""
+    macs: float
+    """Multiply-accumulates of all training steps (forward + backward ≈ 3× forward)."""
+    cpu_seconds: float
+    """Measured step time × steps, summed over trials, times the CPUs each trial holds."""
+    wall_seconds: float
+    """cpu_seconds spread over ``cpus_available`` (idealised: perfect packing)."""
+    cpus_available: int
+
+
+def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> float:
+    """Seconds per training step of this spec's student (and teacher), measured."""
+    info = dataset_info(spec.dataset)
+    torch.set_num_threads(max(1, int(spec.cpus)))
+    name = spec.student or spec.teacher.arch
+    model = build_model(name, num_classes=info.num_classes, input_shape=info.input_shape)
+    cls = method_class(spec.method if spec.student else "scratch")
+    teacher = None
+    if cls.needs.teacher and spec.student:
+        teacher = build_model(spec.teacher.arch, num_classes=info.num_classes,
+                              input_shape=info.input_shape).eval()
+    ctx = MethodContext(student=model, teacher=teacher, num_classes=info.num_classes,
+                        n_train=info.train, input_shape=info.input_shape)
+    method = cls(dict(spec.hparams) or cls.defaults(), ctx)
+    opt = torch.optim.SGD(list(model.parameters()) + list(method.parameters()), lr=1e-3)
+    x = torch.randn(batch, *info.input_shape)
+    y = torch.randint(0, info.num_classes, (batch,))
+    idx = torch.arange(batch)
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            t_out = teacher.forward_features(x) if teacher is not None else None
+        terms = method.loss(Step(x=x, y=y, student=model.forward_features(x), teacher=t_out, index=idx))
+        opt.zero_grad()
+        torch.stack(list(terms.values())).sum().backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def estimate(plan: Plan, specs: list[TrialSpec] | None = None, *,
+             cpus_available: int | None = None) -> Estimate:
+    specs = list(plan.trials) if specs is None else specs
+    batch = plan.suite.budget.batch_size
+    probes: dict[tuple, tuple[float, int]] = {}
+    counts: dict[str, int] = {}
+    images = 0
+    macs = 0.0
+    cpu_s = 0.0
+    for spec in specs:
+        counts[spec.phase] = counts.get(spec.phase, 0) + 1
+        if spec.epochs == 0:  # a teacher loaded from a checkpoint: evaluation only
+            continue
+        info = dataset_info(spec.dataset)
+        n = info.train * spec.epochs
+        images += n
+        key = (spec.dataset, spec.student, spec.teacher.arch, spec.method, int(spec.cpus))
+        if key not in probes:
+            model = build_model(spec.student or spec.teacher.arch, num_classes=info.num_classes,
+                                input_shape=info.input_shape)
+            probes[key] = (_probe(spec, min(batch, info.train)), count_macs(model, info.input_shape))
+        step_s, model_macs = probes[key]
+        cpu_s += step_s * math.ceil(info.train / batch) * spec.epochs * spec.cpus
+        macs += 3.0 * model_macs * n
+    cpus = cpus_available or os.cpu_count() or 1
+    return Estimate(trials=counts, images=images, macs=macs, cpu_seconds=cpu_s,
+                    wall_seconds=cpu_s / cpus, cpus_available=cpus)

@@ -1,0 +1,34 @@
+"""The Ray tasks: thin wrappers that run a trial where Ray places it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from kdbench.data import DataBundle
+from kdbench.plan import TrialSpec
+from kdbench.training.trial import RunInfo, TrialOutcome, run_trial
+
+# A node that dies mid-trial is retried elsewhere (system failures); an exception inside the
+# trial is not retried: run_trial turns it into a `failed` row.
+SYSTEM_RETRIES = 3
+
+
+@ray.remote(num_returns=2, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
+def teacher_task(spec: TrialSpec, data: DataBundle, info: RunInfo,
+                 checkpoint: bytes | None) -> tuple[TrialOutcome, bytes | None]:
+    """Returns the outcome and, separately, the weights: students depend on the weights alone."""
+    outcome = run_trial(spec, data, info, checkpoint)
+    weights, outcome.weights = outcome.weights, None
+    return outcome, weights
+
+
+@ray.remote(max_retries=SYSTEM_RETRIES, retry_exceptions=False)
+def student_task(spec: TrialSpec, data: DataBundle, info: RunInfo,
+                 teacher_weights: bytes | None) -> TrialOutcome:
+    return run_trial(spec, data, info, teacher_weights)
+
+
+def options(spec: TrialSpec) -> dict[str, Any]:
+    return {"num_cpus": spec.cpus, "num_gpus": spec.gpus, "name": spec.trial_id}

@@ -1,0 +1,156 @@
+"""The training loop every trial uses: one loop, whatever the method.
+
+Data live as tensors on the trial's device; each step slices a batch, normalises and augments
+it on tensors, runs the student (and the teacher, when the method needs it, without
+autograd), and sums the method's named loss terms. Nothing here depends on a method's name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from kdbench.data import DataBundle, augment_batch
+from kdbench.methods.base import Method, Step
+from kdbench.models.base import KDModel
+from kdbench.suite import Budget
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    lr: float
+    train_loss: float
+    val_acc: float
+    seconds: float
+    terms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    curve: list[EpochStats]
+    images_seen: int
+    train_seconds: float
+
+    @property
+    def val_acc(self) -> float:
+        return self.curve[-1].val_acc if self.curve else float("nan")
+
+
+def make_optimizer(params: list[torch.nn.Parameter], budget: Budget) -> torch.optim.Optimizer:
+    if budget.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=budget.lr, momentum=budget.momentum,
+                               weight_decay=budget.weight_decay)
+    if budget.optimizer == "adam":
+        return torch.optim.Adam(params, lr=budget.lr, weight_decay=budget.weight_decay)
+    return torch.optim.AdamW(params, lr=budget.lr, weight_decay=budget.weight_decay)
+
+
+def lr_at(budget: Budget, epoch: int, epochs: int) -> float:
+    """The learning rate of an epoch (0-based) under the budget's schedule."""
+    s = budget.schedule
+    if s.kind == "cosine":
+        return budget.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if s.kind == "step":
+        return budget.lr * s.gamma ** sum(epoch >= m for m in s.milestones)
+    return budget.lr
+
+
+@torch.no_grad()
+def predict(model: KDModel, data: DataBundle, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of a whole split, in eval mode, in large batches, without autograd."""
+    was_training = model.training
+    model.eval()
+    out = [model(data.normalize(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> float:
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return (top == y[:, None]).any(dim=1).float().mean().item()
+
+
+def fit(
+    model: KDModel,
+    data: DataBundle,
+    *,
+    method: Method,
+    budget: Budget,
+    epochs: int,
+    seed: int,
+    augment: bool,
+    teacher: KDModel | None = None,
+    device: torch.device | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data.train`` with ``method``'s loss; validate after every epoch."""
+    device = device or torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    val_x, val_y = data.val_x.to(device), data.val_y.to(device)
+    n = len(train_y)
+    params = list(model.parameters()) + list(method.parameters())
+    opt = make_optimizer(params, budget)
+    if teacher is not None:
+        teacher.eval()
+    model.train()
+    method.train()
+    curve: list[EpochStats] = []
+    start = time.perf_counter()
+    seen = 0
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        lr = lr_at(budget, epoch, epochs)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        order = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        term_sums: dict[str, torch.Tensor] = {}
+        steps = 0
+        for i in range(0, n, budget.batch_size):
+            idx = order[i:i + budget.batch_size]
+            if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a batch of one
+                continue
+            x = data.normalize(train_x[idx])
+            if augment:
+                x = augment_batch(x, data.augment, gen)
+            y = train_y[idx]
+            t_out = None
+            if method.needs.teacher and teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher.forward_features(x)
+            s_out = model.forward_features(x)
+            terms = method.loss(Step(x=x, y=y, student=s_out, teacher=t_out,
+                                     index=idx if method.needs.indices else None,
+                                     epoch=epoch, epochs=epochs))
+            loss = torch.stack(list(terms.values())).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # Accumulate on the device; read back once per epoch, not once per step.
+            loss_sum += loss.detach()
+            for k, v in terms.items():
+                term_sums[k] = term_sums.get(k, 0.0) + v.detach()
+            steps += 1
+            seen += len(idx)
+        mean_loss = (loss_sum / max(steps, 1)).item()
+        if not math.isfinite(mean_loss):
+            raise TrialDiverged(f"loss became {mean_loss} in epoch {epoch + 1} of {epochs}")
+        val_acc = accuracy(predict(model, data, val_x), val_y)
+        stats = EpochStats(epoch=epoch + 1, lr=lr, train_loss=mean_loss, val_acc=val_acc,
+                           seconds=time.perf_counter() - t0,
+                           terms={k: float(v / max(steps, 1)) for k, v in term_sums.items()})
+        curve.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    return FitResult(curve=curve, images_seen=seen, train_seconds=time.perf_counter() - start)

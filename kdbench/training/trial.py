@@ -1,0 +1,229 @@
+"""One trial: a spec goes in, one result row (and its curve, and any weights) comes out.
+
+Runs anywhere: inside a Ray task on any node, or in-process in tests. Everything it needs
+arrives as arguments (the data set and the teacher's weights by Ray reference); it writes no
+files, so workers need no storage shared with the driver.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import torch
+
+import kdbench
+from kdbench import provenance
+from kdbench.data import DataBundle
+from kdbench.methods import MethodContext, method_class
+from kdbench.methods.scratch import Scratch
+from kdbench.models import KDModel, build_model, count_macs, count_params
+from kdbench.plan import TrialSpec
+from kdbench.training.loop import EpochStats, accuracy, fit, predict
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the driver knows about the run and passes to every trial."""
+
+    run_id: str
+    suite: str
+    git_sha: str | None = None
+
+
+@dataclass
+class TrialOutcome:
+    row: dict[str, Any]
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    weights: bytes | None = None
+    """A teacher's state dict (torch.save bytes), for the students that distil from it."""
+
+
+class PeakMemory:
+    """Peak memory during a block: the process's resident set (sampled), or CUDA's allocator.
+
+    Measured per trial, from the trial's own start, not over a reused worker's whole life.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.02) -> None:
+        self.device = device
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return self.peak / 2**20
+
+
+def pick_device(gpus: float) -> torch.device:
+    return torch.device("cuda") if gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
+
+
+def base_row(spec: TrialSpec, info: RunInfo) -> dict[str, Any]:
+    return {
+        "run_id": info.run_id, "suite": info.suite, "trial_id": spec.trial_id, "phase": spec.phase,
+        "dataset": spec.dataset, "teacher": spec.teacher.arch, "student": spec.student,
+        "method": spec.label, "seed": spec.seed, "hparams": json.dumps(dict(spec.hparams), sort_keys=True),
+        "epochs": spec.epochs, "cpus": spec.cpus, "gpus": spec.gpus,
+        "kdbench_version": kdbench.__version__, "torch_version": torch.__version__,
+        "git_sha": info.git_sha, "host": provenance.host(), "node_id": _node_id(),
+    }
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:
+        pass
+    return None
+
+
+def failed_row(spec: TrialSpec, info: RunInfo, error: str, **extra: Any) -> dict[str, Any]:
+    row = base_row(spec, info)
+    row.update(status="failed", error=error, **extra)
+    return row
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception, and where in kdbench or the user's code it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 2)[-1]}:{frames[-1].lineno})" if frames else ""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return (text[:480] + "…" if len(text) > 480 else text) + where
+
+
+def load_weights(blob: bytes) -> dict[str, torch.Tensor]:
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def dump_weights(model: torch.nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def run_trial(spec: TrialSpec, data: DataBundle, info: RunInfo,
+              teacher_weights: bytes | None = None) -> TrialOutcome:
+    """Run one trial; an exception becomes a ``failed`` row with its reason, never a crash."""
+    torch.set_num_threads(max(1, int(spec.cpus)))
+    device = pick_device(spec.gpus)
+    started = provenance.now()
+    t0 = time.perf_counter()
+    try:
+        with PeakMemory(device) as mem:
+            if spec.phase == "teacher":
+                outcome = _teacher_trial(spec, data, info, device, teacher_weights)
+            else:
+                outcome = _student_trial(spec, data, info, device, teacher_weights)
+        outcome.row["peak_mem_mb"] = mem.mb
+    except Exception as exc:
+        outcome = TrialOutcome(failed_row(spec, info, describe_error(exc),
+                                          train_seconds=time.perf_counter() - t0))
+    outcome.row.update(started_at=started, finished_at=provenance.now(),
+                       device=provenance.device_name(device))
+    return outcome
+
+
+def _curve_rows(curve: list[EpochStats]) -> list[dict[str, Any]]:
+    return [{"epoch": s.epoch, "lr": s.lr, "train_loss": s.train_loss, "val_acc": s.val_acc,
+             "seconds": s.seconds, **{f"loss_{k}": v for k, v in s.terms.items()}} for s in curve]
+
+
+def _teacher_trial(spec: TrialSpec, data: DataBundle, info: RunInfo, device: torch.device,
+                   checkpoint: bytes | None) -> TrialOutcome:
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.teacher.arch, num_classes=data.num_classes, input_shape=data.input_shape).to(device)
+    row = base_row(spec, info)
+    curve: list[EpochStats] = []
+    seconds = 0.0
+    seen = 0
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(load_weights(checkpoint))
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint {spec.teacher.checkpoint} does not fit "
+                             f"{spec.teacher.arch}: {str(exc).splitlines()[0]}") from None
+    else:
+        ctx = MethodContext(student=model, teacher=None, num_classes=data.num_classes,
+                            n_train=len(data.train_y), input_shape=data.input_shape, device=device)
+        result = fit(model, data, method=Scratch({}, ctx).to(device), budget=spec.budget,
+                     epochs=spec.epochs, seed=spec.seed, augment=spec.data.augment, device=device)
+        curve, seconds, seen = result.curve, result.train_seconds, result.images_seen
+    val_logits = predict(model, data, data.val_x.to(device))
+    test_logits = predict(model, data, data.test_x.to(device))
+    test_y = data.test_y.to(device)
+    row.update(
+        status="ok", val_acc=accuracy(val_logits, data.val_y.to(device)),
+        test_acc=accuracy(test_logits, test_y), test_top5=accuracy(test_logits, test_y, k=5),
+        student_params=count_params(model), student_macs=count_macs(model, data.input_shape),
+        images_seen=seen, epoch_reported=spec.epochs, train_seconds=seconds,
+    )
+    return TrialOutcome(row=row, curve=_curve_rows(curve), weights=dump_weights(model))
+
+
+def _student_trial(spec: TrialSpec, data: DataBundle, info: RunInfo, device: torch.device,
+                   teacher_weights: bytes | None) -> TrialOutcome:
+    cls = method_class(spec.method)
+    teacher: KDModel | None = None
+    if teacher_weights is not None:
+        teacher = build_model(spec.teacher.arch, num_classes=data.num_classes,
+                              input_shape=data.input_shape)
+        teacher.load_state_dict(load_weights(teacher_weights))
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    elif cls.needs.teacher:
+        raise RuntimeError(f"teacher {spec.teacher.arch} for {spec.dataset} is not available "
+                           f"(its trial {spec.teacher_id} failed)")
+    torch.manual_seed(spec.seed)
+    student = build_model(spec.student, num_classes=data.num_classes, input_shape=data.input_shape).to(device)
+    params, macs = count_params(student), count_macs(student, data.input_shape)
+    ctx = MethodContext(student=student, teacher=teacher, num_classes=data.num_classes,
+                        n_train=len(data.train_y), input_shape=data.input_shape, device=device)
+    method = cls(dict(spec.hparams), ctx).to(device)
+    result = fit(student, data, method=method, budget=spec.budget, epochs=spec.epochs,
+                 seed=spec.seed, augment=spec.data.augment, teacher=teacher, device=device)
+    row = base_row(spec, info)
+    row.update(status="ok", val_acc=result.val_acc, student_params=params, student_macs=macs,
+               images_seen=result.images_seen, epoch_reported=spec.epochs,
+               train_seconds=result.train_seconds)
+    if spec.phase == "final":
+        # The test split is touched here and only here: the final phase, after training ends.
+        test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+        logits = predict(student, data, test_x)
+        row.update(test_acc=accuracy(logits, test_y), test_top5=accuracy(logits, test_y, k=5))
+        if teacher is not None:
+            t_logits = predict(teacher, data, test_x)
+            row.update(teacher_test_acc=accuracy(t_logits, test_y),
+                       agreement=(logits.argmax(1) == t_logits.argmax(1)).float().mean().item())
+    return TrialOutcome(row=row, curve=_curve_rows(result.curve))
