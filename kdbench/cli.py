@@ -31,12 +31,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(plan, results, args.retry_failed)
     summary = run_suite(suite, results, address=args.address, retry_failed=args.retry_failed)
     if summary.ran == 0:
-        print(f"nothing to run: all {summary.planned} trials of '{suite.name}' are finished in "
-              f"{results} (use --retry-failed to rerun failed ones)", file=sys.stderr)
+        print(
+            f"nothing to run: all {summary.planned} trials of '{suite.name}' are finished in "
+            f"{results} (use --retry-failed to rerun failed ones)",
+            file=sys.stderr,
+        )
     else:
-        print(f"run {summary.run_id}: {summary.ran} trials in {summary.seconds:.1f}s "
-              f"({summary.failed} failed, {summary.skipped} already finished) -> {results}",
-              file=sys.stderr)
+        print(
+            f"run {summary.run_id}: {summary.ran} trials in {summary.seconds:.1f}s "
+            f"({summary.failed} failed, {summary.skipped} already finished) -> {results}",
+            file=sys.stderr,
+        )
     _print_leaderboard(store.load(results), "markdown", None)
     return 0
 
@@ -48,21 +53,28 @@ def _dry_run(plan, results: Path, retry_failed: bool) -> int:
 
     suite = plan.suite
     todo = Driver(plan, results, retry_failed=retry_failed).todo(
-        store.finished_trials(results) if results.is_dir() else {})
+        store.finished_trials(results) if results.is_dir() else {}
+    )
     print(f"suite {suite.name} ({suite.source}, sha256 {suite.sha256()[:12]})")
-    print(f"  {len(suite.datasets)} data sets × {len(suite.pairs)} pairs × {len(suite.methods)} "
-          f"methods = {len(plan.cells)} cells; seeds {list(suite.seeds)}")
+    print(
+        f"  {len(suite.datasets)} data sets × {len(suite.pairs)} pairs × {len(suite.methods)} "
+        f"methods = {len(plan.cells)} cells; seeds {list(suite.seeds)}"
+    )
     for cell in plan.cells:
         print(f"    {cell.key}")
     counts = {p: sum(1 for t in plan.trials if t.phase == p) for p in ("teacher", "tune", "final")}
-    print(f"  trials: {counts['teacher']} teacher + {counts['tune']} tune + {counts['final']} final "
-          f"= {len(plan.trials)}; {len(todo)} to run, {len(plan.trials) - len(todo)} already "
-          f"finished in {results}")
+    print(
+        f"  trials: {counts['teacher']} teacher + {counts['tune']} tune + {counts['final']} final "
+        f"= {len(plan.trials)}; {len(todo)} to run, {len(plan.trials) - len(todo)} already "
+        f"finished in {results}"
+    )
     est = estimate(plan, todo)
-    print(f"  estimated cost of what is left: {est.images:,} training images, "
-          f"{est.macs / 1e12:.2f} TMAC, ≈ {est.cpu_seconds / 3600:.2f} CPU-hours "
-          f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times, "
-          "evaluation and scheduling not included)")
+    print(
+        f"  estimated cost of what is left: {est.images:,} training images, "
+        f"{est.macs / 1e12:.2f} TMAC, ≈ {est.cpu_seconds / 3600:.2f} CPU-hours "
+        f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times, "
+        "evaluation and scheduling not included)"
+    )
     print("dry run: nothing was trained")
     return 0
 
@@ -119,16 +131,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         for name, factory in MODELS.items():
             size = count_params(build_model(name, num_classes=10, input_shape=(3, 32, 32)))
-            print(f"{name:<14} {size / 1e6:6.3f}M params (10 classes, 3×32×32)  "
-                  f"{_first_line(factory.__doc__) or ''}")
+            print(
+                f"{name:<14} {size / 1e6:6.3f}M params (10 classes, 3×32×32)  "
+                f"{_first_line(factory.__doc__) or ''}"
+            )
     else:
         from kdbench.data import DATASETS, dataset_info
 
         for name, loader in DATASETS.items():
             info = dataset_info(name)
             shape = "×".join(map(str, info.input_shape))
-            print(f"{name:<14} {info.num_classes:>4} classes  {shape:<8} train {info.train:>6,}  "
-                  f"test {info.test:>6,}  {_first_line(loader.__doc__)}")
+            print(
+                f"{name:<14} {info.num_classes:>4} classes  {shape:<8} train {info.train:>6,}  "
+                f"test {info.test:>6,}  {_first_line(loader.__doc__)}"
+            )
     return 0
 
 
@@ -150,9 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run (or resume) a suite and print its leaderboard")
     r.add_argument("suite")
-    r.add_argument("--results", metavar="DIR", help="results directory (default results/<suite name>)")
+    r.add_argument(
+        "--results", metavar="DIR", help="results directory (default results/<suite name>)"
+    )
     r.add_argument("--address", help="an existing Ray cluster (default: a private local Ray)")
-    r.add_argument("--dry-run", action="store_true", help="print the plan and its cost; train nothing")
+    r.add_argument(
+        "--dry-run", action="store_true", help="print the plan and its cost; train nothing"
+    )
     r.add_argument("--retry-failed", action="store_true", help="rerun trials whose row says failed")
     r.set_defaults(func=cmd_run)
 
@@ -182,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kdbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("kdbench: interrupted; finished trials are kept, run the same command to resume",
-              file=sys.stderr)
+        print(
+            "kdbench: interrupted; finished trials are kept, run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -94,8 +94,12 @@ def _slug(text: str) -> str:
 
 def _plain(budget: Budget) -> dict[str, Any]:
     return {
-        "epochs": budget.epochs, "batch_size": budget.batch_size, "optimizer": budget.optimizer,
-        "lr": budget.lr, "momentum": budget.momentum, "weight_decay": budget.weight_decay,
+        "epochs": budget.epochs,
+        "batch_size": budget.batch_size,
+        "optimizer": budget.optimizer,
+        "lr": budget.lr,
+        "momentum": budget.momentum,
+        "weight_decay": budget.weight_decay,
         "schedule": budget.schedule.to_yaml(),
     }
 
@@ -116,7 +120,9 @@ def cells(suite: Suite) -> list[Cell]:
     return [Cell(d, p, m) for d in suite.datasets for p in suite.pairs for m in suite.methods]
 
 
-def resolve_hparams(entry: MethodEntry, overrides: dict[str, Any] | None = None) -> tuple[tuple[str, Any], ...]:
+def resolve_hparams(
+    entry: MethodEntry, overrides: dict[str, Any] | None = None
+) -> tuple[tuple[str, Any], ...]:
     """The method's defaults, then the suite's fixed ``params``, then tuned values."""
     from kdbench.methods import method_class
 
@@ -126,24 +132,44 @@ def resolve_hparams(entry: MethodEntry, overrides: dict[str, Any] | None = None)
     return tuple(sorted(hp.items()))
 
 
-def teacher_spec(suite: Suite, dataset: str, ref: TeacherRef, checkpoint_sha256: str | None) -> TrialSpec:
+def teacher_spec(
+    suite: Suite, dataset: str, ref: TeacherRef, checkpoint_sha256: str | None
+) -> TrialSpec:
     return TrialSpec(
-        phase="teacher", dataset=dataset, teacher=ref, student=None, method="teacher",
-        label="teacher", hparams=(), seed=suite.teacher.seed,
+        phase="teacher",
+        dataset=dataset,
+        teacher=ref,
+        student=None,
+        method="teacher",
+        label="teacher",
+        hparams=(),
+        seed=suite.teacher.seed,
         epochs=0 if ref.checkpoint else suite.teacher.epochs,
-        budget=suite.budget, data=suite.data,
-        cpus=suite.resources.teacher.cpus, gpus=suite.resources.teacher.gpus,
+        budget=suite.budget,
+        data=suite.data,
+        cpus=suite.resources.teacher.cpus,
+        gpus=suite.resources.teacher.gpus,
         checkpoint_sha256=checkpoint_sha256,
     )
 
 
-def final_spec(suite: Suite, cell: Cell, teacher: TrialSpec, seed: int,
-               hparams: tuple[tuple[str, Any], ...]) -> TrialSpec:
+def final_spec(
+    suite: Suite, cell: Cell, teacher: TrialSpec, seed: int, hparams: tuple[tuple[str, Any], ...]
+) -> TrialSpec:
     return TrialSpec(
-        phase="final", dataset=cell.dataset, teacher=cell.pair.teacher, student=cell.pair.student,
-        method=cell.method.name, label=cell.method.label, hparams=hparams, seed=seed,
-        epochs=suite.budget.epochs, budget=suite.budget, data=suite.data,
-        cpus=suite.resources.cpus_per_trial, gpus=suite.resources.gpus_per_trial,
+        phase="final",
+        dataset=cell.dataset,
+        teacher=cell.pair.teacher,
+        student=cell.pair.student,
+        method=cell.method.name,
+        label=cell.method.label,
+        hparams=hparams,
+        seed=seed,
+        epochs=suite.budget.epochs,
+        budget=suite.budget,
+        data=suite.data,
+        cpus=suite.resources.cpus_per_trial,
+        gpus=suite.resources.gpus_per_trial,
         teacher_id=teacher.trial_id,
     )
 
@@ -166,12 +192,19 @@ def expand(suite: Suite) -> Plan:
                 teachers[key] = teacher_spec(suite, d, p.teacher, sha)
     all_cells = cells(suite)
     finals = [
-        final_spec(suite, cell, teachers[(cell.dataset, cell.pair.teacher)], seed,
-                   resolve_hparams(cell.method))
-        for cell in all_cells for seed in suite.seeds
+        final_spec(
+            suite,
+            cell,
+            teachers[(cell.dataset, cell.pair.teacher)],
+            seed,
+            resolve_hparams(cell.method),
+        )
+        for cell in all_cells
+        for seed in suite.seeds
     ]
-    return Plan(suite=suite, cells=tuple(all_cells), teachers=tuple(teachers.values()),
-                finals=tuple(finals))
+    return Plan(
+        suite=suite, cells=tuple(all_cells), teachers=tuple(teachers.values()), finals=tuple(finals)
+    )
 
 
 def file_sha256(path: str) -> str:

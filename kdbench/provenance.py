@@ -13,8 +13,18 @@ import torch
 
 import kdbench
 
-KEY_PACKAGES = ("kdbench", "torch", "torchvision", "ray", "optuna", "pandas", "pyarrow",
-                "numpy", "scikit-learn", "pyyaml")
+KEY_PACKAGES = (
+    "kdbench",
+    "torch",
+    "torchvision",
+    "ray",
+    "optuna",
+    "pandas",
+    "pyarrow",
+    "numpy",
+    "scikit-learn",
+    "pyyaml",
+)
 
 
 def now() -> str:
@@ -26,10 +36,19 @@ def git_sha() -> str | None:
     """The commit of the kdbench source tree, when it is a git checkout (with '+dirty' if edited)."""
     src = Path(kdbench.__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "") if sha else None

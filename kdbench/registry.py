@@ -50,7 +50,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KdbenchError(f"unknown {self.kind} '{name}'; {choices_hint(name, self)}") from None
+            raise KdbenchError(
+                f"unknown {self.kind} '{name}'; {choices_hint(name, self)}"
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         self.load_plugins()

@@ -40,7 +40,11 @@ class Schedule:
     gamma: float = 0.1
 
     def to_yaml(self) -> Any:
-        return self.kind if self.kind != "step" else {"step": list(self.milestones), "gamma": self.gamma}
+        return (
+            self.kind
+            if self.kind != "step"
+            else {"step": list(self.milestones), "gamma": self.gamma}
+        )
 
 
 @dataclass(frozen=True)
@@ -142,12 +146,16 @@ class Suite:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved suite, every default filled in, as plain YAML-able data."""
+
         def plain(obj: Any) -> Any:
             if isinstance(obj, Schedule):
                 return obj.to_yaml()
             if isinstance(obj, SearchSpace):
-                return {"choices": list(obj.choices)} if obj.choices else (
-                    [obj.low, obj.high, "log"] if obj.log else [obj.low, obj.high])
+                return (
+                    {"choices": list(obj.choices)}
+                    if obj.choices
+                    else ([obj.low, obj.high, "log"] if obj.log else [obj.low, obj.high])
+                )
             if isinstance(obj, MethodEntry):
                 out: dict[str, Any] = {"name": obj.name}
                 if obj.label != obj.name:
@@ -158,10 +166,17 @@ class Suite:
                     out["search"] = {k: plain(v) for k, v in obj.search}
                 return out
             if isinstance(obj, TeacherRef):
-                return obj.arch if obj.checkpoint is None else {"arch": obj.arch, "checkpoint": obj.checkpoint}
+                return (
+                    obj.arch
+                    if obj.checkpoint is None
+                    else {"arch": obj.arch, "checkpoint": obj.checkpoint}
+                )
             if dataclasses.is_dataclass(obj):
-                return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                        if f.name != "source"}
+                return {
+                    f.name: plain(getattr(obj, f.name))
+                    for f in dataclasses.fields(obj)
+                    if f.name != "source"
+                }
             if isinstance(obj, tuple):
                 return [plain(v) for v in obj]
             return obj
@@ -190,7 +205,8 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
         key = loader.construct_object(key_node, deep=True)
         if key in out:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key '{key}' is given twice", key_node.start_mark)
+                None, None, f"key '{key}' is given twice", key_node.start_mark
+            )
         out[key] = loader.construct_object(value_node, deep=True)
     return out
 
@@ -231,7 +247,9 @@ class _Checker:
     def fail(self, key: str, message: str) -> SuiteError:
         return SuiteError(self.source, key, message)
 
-    def mapping(self, raw: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    def mapping(
+        self, raw: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -247,15 +265,31 @@ class _Checker:
         return raw
 
     def integer(self, value: Any, key: str, *, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not float(value).is_integer()
+        ):
             raise self.fail(key, f"{_show(value)} is not an integer")
         if minimum is not None and value < minimum:
             raise self.fail(key, f"{_show(value)} must be ≥ {minimum}")
         return int(value)
 
-    def number(self, value: Any, key: str, *, low: float | None = None, low_open: bool = False,
-               high: float | None = None, high_open: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    def number(
+        self,
+        value: Any,
+        key: str,
+        *,
+        low: float | None = None,
+        low_open: bool = False,
+        high: float | None = None,
+        high_open: bool = False,
+    ) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise self.fail(key, f"{_show(value)} is not a finite number")
         if low is not None and (value < low or (low_open and value == low)):
             raise self.fail(key, f"{_show(value)} must be {'>' if low_open else '≥'} {low:g}")
@@ -307,8 +341,18 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-TOP_KEYS = ("name", "datasets", "pairs", "methods", "seeds", "budget", "data", "teacher",
-            "tuning", "resources")
+TOP_KEYS = (
+    "name",
+    "datasets",
+    "pairs",
+    "methods",
+    "seeds",
+    "budget",
+    "data",
+    "teacher",
+    "tuning",
+    "resources",
+)
 
 
 def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
@@ -320,24 +364,33 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
 
     name = c.string(raw["name"], "name")
     if not _NAME.match(name):
-        raise c.fail("name", f"'{name}' must be letters, digits, '_', '.' or '-' (it names a directory)")
+        raise c.fail(
+            "name", f"'{name}' must be letters, digits, '_', '.' or '-' (it names a directory)"
+        )
 
     datasets = c.nonempty_list(raw["datasets"], "datasets")
     for i, d in enumerate(datasets):
         c.choice(d, f"datasets[{i}]", DATASETS)
     c.unique(datasets, "datasets")
 
-    pairs = [_pair(c, p, f"pairs[{i}]", MODELS, base_dir)
-             for i, p in enumerate(c.nonempty_list(raw["pairs"], "pairs"))]
+    pairs = [
+        _pair(c, p, f"pairs[{i}]", MODELS, base_dir)
+        for i, p in enumerate(c.nonempty_list(raw["pairs"], "pairs"))
+    ]
     c.unique(pairs, "pairs", show=lambda p: f"{p.teacher.arch} → {p.student}")
 
-    methods = [_method(c, m, f"methods[{i}]")
-               for i, m in enumerate(c.nonempty_list(raw["methods"], "methods"))]
+    methods = [
+        _method(c, m, f"methods[{i}]")
+        for i, m in enumerate(c.nonempty_list(raw["methods"], "methods"))
+    ]
     labels = [m.label for m in methods]
     for i, label in enumerate(labels):
         if label in labels[:i]:
-            raise c.fail(f"methods[{i}]", f"a second entry labelled '{label}'; give one of them "
-                         "a distinct label (e.g. label: kd_t8) or remove the duplicate")
+            raise c.fail(
+                f"methods[{i}]",
+                f"a second entry labelled '{label}'; give one of them "
+                "a distinct label (e.g. label: kd_t8) or remove the duplicate",
+            )
     if "scratch" not in labels:
         methods.insert(0, MethodEntry(name="scratch", label="scratch"))
 
@@ -376,12 +429,17 @@ def _pair(c: _Checker, raw: Any, key: str, models: Any, base_dir: Path | None) -
 
 
 def _resolve_checkpoint(c: _Checker, ckpt: str, key: str, base_dir: Path | None) -> str:
-    candidates = [Path(ckpt)] if Path(ckpt).is_absolute() else (
-        ([base_dir / ckpt] if base_dir else []) + [Path.cwd() / ckpt])
+    candidates = (
+        [Path(ckpt)]
+        if Path(ckpt).is_absolute()
+        else (([base_dir / ckpt] if base_dir else []) + [Path.cwd() / ckpt])
+    )
     for cand in candidates:
         if cand.is_file():
             return str(cand.resolve())
-    raise c.fail(key, f"'{ckpt}' is not a file (looked in: {', '.join(str(p) for p in candidates)})")
+    raise c.fail(
+        key, f"'{ckpt}' is not a file (looked in: {', '.join(str(p) for p in candidates)})"
+    )
 
 
 def _method(c: _Checker, raw: Any, key: str) -> MethodEntry:
@@ -410,9 +468,13 @@ def _method(c: _Checker, raw: Any, key: str) -> MethodEntry:
     spaces = []
     for pname, value in search.items():
         if pname in params:
-            raise c.fail(f"{key}.search.{pname}", f"'{pname}' is fixed in params; drop one of the two")
+            raise c.fail(
+                f"{key}.search.{pname}", f"'{pname}' is fixed in params; drop one of the two"
+            )
         spaces.append((pname, _search_space(c, value, f"{key}.search.{pname}", known[pname])))
-    return MethodEntry(name=name, label=label, params=tuple(sorted(fixed)), search=tuple(sorted(spaces)))
+    return MethodEntry(
+        name=name, label=label, params=tuple(sorted(fixed)), search=tuple(sorted(spaces))
+    )
 
 
 def _search_space(c: _Checker, raw: Any, key: str, hp: HParam) -> SearchSpace:
@@ -429,8 +491,11 @@ def _search_space(c: _Checker, raw: Any, key: str, hp: HParam) -> SearchSpace:
     if hp.kind == "categorical":
         raise c.fail(key, f"'{hp.name}' is categorical: give {{choices: [...]}} from {hp.domain()}")
     if not isinstance(raw, list) or len(raw) not in (2, 3) or (len(raw) == 3 and raw[2] != "log"):
-        raise c.fail(key, f"{_show(raw)} is not a range; write [low, high], [low, high, log] "
-                     "or {choices: [...]}")
+        raise c.fail(
+            key,
+            f"{_show(raw)} is not a range; write [low, high], [low, high, log] "
+            "or {choices: [...]}",
+        )
     low, high = raw[0], raw[1]
     for bound, v in (("low", low), ("high", high)):
         reason = hp.check(v)
@@ -453,8 +518,12 @@ def _budget(c: _Checker, raw: Any) -> Budget:
         batch_size=c.integer(raw.get("batch_size", d.batch_size), "budget.batch_size", minimum=1),
         optimizer=c.choice(raw.get("optimizer", d.optimizer), "budget.optimizer", OPTIMIZERS),
         lr=c.number(raw.get("lr", d.lr), "budget.lr", low=0, low_open=True),
-        momentum=c.number(raw.get("momentum", d.momentum), "budget.momentum", low=0, high=1, high_open=True),
-        weight_decay=c.number(raw.get("weight_decay", d.weight_decay), "budget.weight_decay", low=0),
+        momentum=c.number(
+            raw.get("momentum", d.momentum), "budget.momentum", low=0, high=1, high_open=True
+        ),
+        weight_decay=c.number(
+            raw.get("weight_decay", d.weight_decay), "budget.weight_decay", low=0
+        ),
         schedule=_schedule(c, raw.get("schedule", "cosine"), "budget.schedule"),
     )
 
@@ -463,7 +532,10 @@ def _schedule(c: _Checker, raw: Any, key: str) -> Schedule:
     if isinstance(raw, str):
         return Schedule(kind=c.choice(raw, key, (*SCHEDULES, "step")))
     if raw is not None and not isinstance(raw, dict):
-        raise c.fail(key, f"{_show(raw)} is not valid; valid: cosine, constant, or {{step: [epochs], gamma: 0.1}}")
+        raise c.fail(
+            key,
+            f"{_show(raw)} is not valid; valid: cosine, constant, or {{step: [epochs], gamma: 0.1}}",
+        )
     raw = c.mapping(raw, key, ("step", "gamma"), required=("step",))
     steps = c.nonempty_list(raw["step"], f"{key}.step")
     steps = [c.integer(s, f"{key}.step[{i}]", minimum=1) for i, s in enumerate(steps)]
@@ -477,8 +549,14 @@ def _data(c: _Checker, raw: Any) -> DataConfig:
     d = DataConfig()
     raw = c.mapping(raw, "data", tuple(f.name for f in dataclasses.fields(DataConfig)))
     return DataConfig(
-        val_fraction=c.number(raw.get("val_fraction", d.val_fraction), "data.val_fraction",
-                              low=0, low_open=True, high=1, high_open=True),
+        val_fraction=c.number(
+            raw.get("val_fraction", d.val_fraction),
+            "data.val_fraction",
+            low=0,
+            low_open=True,
+            high=1,
+            high_open=True,
+        ),
         augment=c.boolean(raw.get("augment", d.augment), "data.augment"),
         root=c.string(raw.get("root", d.root), "data.root", optional=True),
     )
@@ -501,7 +579,9 @@ def _tuning(c: _Checker, raw: Any) -> TuningConfig:
         trials=c.integer(raw.get("trials", d.trials), "tuning.trials", minimum=0),
         seed=c.integer(raw.get("seed", d.seed), "tuning.seed", minimum=0),
         pruner=c.choice(raw.get("pruner", d.pruner), "tuning.pruner", PRUNERS),
-        timeout_s=None if timeout is None else c.number(timeout, "tuning.timeout_s", low=0, low_open=True),
+        timeout_s=None
+        if timeout is None
+        else c.number(timeout, "tuning.timeout_s", low=0, low_open=True),
         storage=c.string(raw.get("storage", d.storage), "tuning.storage", optional=True),
     )
 
@@ -511,11 +591,19 @@ def _resources(c: _Checker, raw: Any) -> Resources:
     raw = c.mapping(raw, "resources", ("cpus_per_trial", "gpus_per_trial", "teacher"))
     t = c.mapping(raw.get("teacher"), "resources.teacher", ("cpus", "gpus"))
     return Resources(
-        cpus_per_trial=c.number(raw.get("cpus_per_trial", d.cpus_per_trial), "resources.cpus_per_trial",
-                                low=0, low_open=True),
-        gpus_per_trial=c.number(raw.get("gpus_per_trial", d.gpus_per_trial), "resources.gpus_per_trial", low=0),
+        cpus_per_trial=c.number(
+            raw.get("cpus_per_trial", d.cpus_per_trial),
+            "resources.cpus_per_trial",
+            low=0,
+            low_open=True,
+        ),
+        gpus_per_trial=c.number(
+            raw.get("gpus_per_trial", d.gpus_per_trial), "resources.gpus_per_trial", low=0
+        ),
         teacher=TeacherResources(
-            cpus=c.number(t.get("cpus", d.teacher.cpus), "resources.teacher.cpus", low=0, low_open=True),
+            cpus=c.number(
+                t.get("cpus", d.teacher.cpus), "resources.teacher.cpus", low=0, low_open=True
+            ),
             gpus=c.number(t.get("gpus", d.teacher.gpus), "resources.teacher.gpus", low=0),
         ),
     )

@@ -8,13 +8,13 @@ from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
 from kdbench.data.registry import DATASETS, DatasetInfo, dataset_info, default_root, load_dataset
 
 __all__ = [
-           "DATASETS",
-           "AugmentSpec",
-           "DataBundle",
-           "DatasetInfo",
-           "augment_batch",
-           "dataset_info",
-           "default_root",
-           "load_dataset",
-           "stratified_split",
+    "DATASETS",
+    "AugmentSpec",
+    "DataBundle",
+    "DatasetInfo",
+    "augment_batch",
+    "dataset_info",
+    "default_root",
+    "load_dataset",
+    "stratified_split",
 ]

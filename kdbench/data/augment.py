@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from kdbench.data.base import AugmentSpec
 
 
-def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Random crop of each image after zero padding by ``spec.pad``; random h-flip if ``spec.flip``.
 
     ``x`` is a normalised float batch (N, C, H, W); padding with zeros pads with the mean.

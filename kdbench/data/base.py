@@ -99,8 +99,12 @@ def carve_val(
     keep, val = stratified_split(train_y, (1.0 - val_fraction, val_fraction))
     return DataBundle(
         name=name,
-        train_x=train_x[keep], train_y=train_y[keep],
-        val_x=train_x[val], val_y=train_y[val],
-        test_x=test_x, test_y=test_y,
-        num_classes=num_classes, augment=augment,
+        train_x=train_x[keep],
+        train_y=train_y[keep],
+        val_x=train_x[val],
+        val_y=train_y[val],
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=num_classes,
+        augment=augment,
     )

@@ -27,10 +27,14 @@ def digits(*, root: Path | None = None, val_fraction: float = 0.2) -> DataBundle
     train, val, test = stratified_split(y, (0.6, 0.2, 0.2))
     return DataBundle(
         name="digits",
-        train_x=x[train], train_y=y[train],
-        val_x=x[val], val_y=y[val],
-        test_x=x[test], test_y=y[test],
-        num_classes=10, augment=AugmentSpec(pad=1),
+        train_x=x[train],
+        train_y=y[train],
+        val_x=x[val],
+        val_y=y[val],
+        test_x=x[test],
+        test_y=y[test],
+        num_classes=10,
+        augment=AugmentSpec(pad=1),
     )
 
 

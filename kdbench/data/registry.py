@@ -39,7 +39,9 @@ def dataset_info(name: str) -> DatasetInfo:
     info = getattr(loader, "info", None)
     if info is None:
         b = load_dataset(name)
-        info = DatasetInfo(b.num_classes, b.input_shape, len(b.train_y) + len(b.val_y), len(b.test_y))
+        info = DatasetInfo(
+            b.num_classes, b.input_shape, len(b.train_y) + len(b.val_y), len(b.test_y)
+        )
     return info
 
 
@@ -48,5 +50,9 @@ def default_root() -> Path:
     return Path(os.environ.get("KDBENCH_DATA") or Path.home() / ".cache" / "kdbench" / "data")
 
 
-def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None, val_fraction: float = 0.1) -> DataBundle:
-    return DATASETS.get(name)(root=Path(root) if root else default_root(), val_fraction=val_fraction)
+def load_dataset(
+    name: str, *, root: str | os.PathLike[str] | None = None, val_fraction: float = 0.1
+) -> DataBundle:
+    return DATASETS.get(name)(
+        root=Path(root) if root else default_root(), val_fraction=val_fraction
+    )

@@ -15,8 +15,13 @@ from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
 from kdbench.data.registry import DATASETS, DatasetInfo
 
 
-def make_synthetic(n: int = 600, classes: int = 10, shape: tuple[int, int, int] = (1, 8, 8),
-                   noise: float = 0.9, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
+def make_synthetic(
+    n: int = 600,
+    classes: int = 10,
+    shape: tuple[int, int, int] = (1, 8, 8),
+    noise: float = 0.9,
+    seed: int = 1234,
+) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     protos = torch.rand((classes, *shape), generator=gen)
     y = torch.arange(n) % classes
@@ -31,10 +36,14 @@ def synthetic(*, root: Path | None = None, val_fraction: float = 0.2) -> DataBun
     train, val, test = stratified_split(y, (0.6, 0.2, 0.2))
     return DataBundle(
         name="synthetic",
-        train_x=x[train], train_y=y[train],
-        val_x=x[val], val_y=y[val],
-        test_x=x[test], test_y=y[test],
-        num_classes=10, augment=AugmentSpec(pad=1),
+        train_x=x[train],
+        train_y=y[train],
+        val_x=x[val],
+        val_y=y[val],
+        test_x=x[test],
+        test_y=y[test],
+        num_classes=10,
+        augment=AugmentSpec(pad=1),
     )
 
 

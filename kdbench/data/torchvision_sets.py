@@ -49,24 +49,44 @@ def _labels(values: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values), dtype=torch.long)
 
 
-def _train_test(name: str, cls_name: str, root: Path, layout: str, label_attr: str,
-                split_kw: Callable[[bool], dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+def _train_test(
+    name: str,
+    cls_name: str,
+    root: Path,
+    layout: str,
+    label_attr: str,
+    split_kw: Callable[[bool], dict[str, Any]],
+) -> tuple[torch.Tensor, ...]:
     import torchvision.datasets as tvd
 
     factory = getattr(tvd, cls_name)
     train = _open(name, factory, root, **split_kw(True))
     test = _open(name, factory, root, **split_kw(False))
-    return (_images(train.data, layout), _labels(getattr(train, label_attr)),
-            _images(test.data, layout), _labels(getattr(test, label_attr)))
+    return (
+        _images(train.data, layout),
+        _labels(getattr(train, label_attr)),
+        _images(test.data, layout),
+        _labels(getattr(test, label_attr)),
+    )
 
 
-def _register(name: str, cls_name: str, *, layout: str, num_classes: int, augment: AugmentSpec,
-              shape: tuple[int, int, int], sizes: tuple[int, int], label_attr: str = "targets",
-              split_kw: Callable[[bool], dict[str, Any]] = lambda train: {"train": train}) -> None:
+def _register(
+    name: str,
+    cls_name: str,
+    *,
+    layout: str,
+    num_classes: int,
+    augment: AugmentSpec,
+    shape: tuple[int, int, int],
+    sizes: tuple[int, int],
+    label_attr: str = "targets",
+    split_kw: Callable[[bool], dict[str, Any]] = lambda train: {"train": train},
+) -> None:
     def loader(*, root: Path, val_fraction: float = 0.1) -> DataBundle:
         parts = _train_test(name, cls_name, Path(root), layout, label_attr, split_kw)
-        return carve_val(name, *parts, val_fraction=val_fraction, num_classes=num_classes,
-                         augment=augment)
+        return carve_val(
+            name, *parts, val_fraction=val_fraction, num_classes=num_classes, augment=augment
+        )
 
     loader.info = DatasetInfo(num_classes, shape, *sizes)  # type: ignore[attr-defined]
     loader.__name__ = name
@@ -74,14 +94,51 @@ def _register(name: str, cls_name: str, *, layout: str, num_classes: int, augmen
     DATASETS.add(name, loader)
 
 
-_register("mnist", "MNIST", layout="NHW", num_classes=10, augment=AugmentSpec(pad=2),
-          shape=(1, 28, 28), sizes=(60000, 10000))
-_register("fashion_mnist", "FashionMNIST", layout="NHW", num_classes=10,
-          augment=AugmentSpec(pad=2, flip=True), shape=(1, 28, 28), sizes=(60000, 10000))
-_register("cifar10", "CIFAR10", layout="NHWC", num_classes=10, augment=AugmentSpec(pad=4, flip=True),
-          shape=(3, 32, 32), sizes=(50000, 10000))
-_register("cifar100", "CIFAR100", layout="NHWC", num_classes=100,
-          augment=AugmentSpec(pad=4, flip=True), shape=(3, 32, 32), sizes=(50000, 10000))
+_register(
+    "mnist",
+    "MNIST",
+    layout="NHW",
+    num_classes=10,
+    augment=AugmentSpec(pad=2),
+    shape=(1, 28, 28),
+    sizes=(60000, 10000),
+)
+_register(
+    "fashion_mnist",
+    "FashionMNIST",
+    layout="NHW",
+    num_classes=10,
+    augment=AugmentSpec(pad=2, flip=True),
+    shape=(1, 28, 28),
+    sizes=(60000, 10000),
+)
+_register(
+    "cifar10",
+    "CIFAR10",
+    layout="NHWC",
+    num_classes=10,
+    augment=AugmentSpec(pad=4, flip=True),
+    shape=(3, 32, 32),
+    sizes=(50000, 10000),
+)
+_register(
+    "cifar100",
+    "CIFAR100",
+    layout="NHWC",
+    num_classes=100,
+    augment=AugmentSpec(pad=4, flip=True),
+    shape=(3, 32, 32),
+    sizes=(50000, 10000),
+)
 # House numbers are not mirror-symmetric: crops only.
-_register("svhn", "SVHN", layout="NCHW", num_classes=10, augment=AugmentSpec(pad=4),
-          shape=(3, 32, 32), sizes=(73257, 26032), label_attr="labels", split_kw=lambda train: {"split": "train" if train else "test"})
+_register(
+    "svhn",
+    "SVHN",
+    layout="NCHW",
+    num_classes=10,
+    augment=AugmentSpec(pad=4),
+    shape=(3, 32, 32),
+    sizes=(73257, 26032),
+    label_attr="labels",
+    split_kw=lambda train: {"split": "train" if train else "test"},
+)

@@ -93,25 +93,45 @@ class HParam:
 
 # The loss weights shared by every method, in the RepDistiller convention.
 def gamma(default: float = 1.0) -> HParam:
-    return HParam("gamma", default, low=0.0, search=SearchSpace(0.0, 1.0),
-                  doc="weight of cross-entropy on the true labels")
+    return HParam(
+        "gamma",
+        default,
+        low=0.0,
+        search=SearchSpace(0.0, 1.0),
+        doc="weight of cross-entropy on the true labels",
+    )
 
 
 def alpha(default: float) -> HParam:
-    return HParam("alpha", default, low=0.0, search=SearchSpace(0.0, 1.0),
-                  doc="weight of the KL term on temperature-softened teacher probabilities")
+    return HParam(
+        "alpha",
+        default,
+        low=0.0,
+        search=SearchSpace(0.0, 1.0),
+        doc="weight of the KL term on temperature-softened teacher probabilities",
+    )
 
 
 def beta(default: float) -> HParam:
     """The method's own term; searched log-uniformly over two decades around the default."""
-    return HParam("beta", default, low=0.0,
-                  search=SearchSpace(default / 10.0, default * 10.0, log=True),
-                  doc="weight of the method's own loss term")
+    return HParam(
+        "beta",
+        default,
+        low=0.0,
+        search=SearchSpace(default / 10.0, default * 10.0, log=True),
+        doc="weight of the method's own loss term",
+    )
 
 
 def temperature(default: float = 4.0) -> HParam:
-    return HParam("T", default, low=0.0, low_open=True, search=SearchSpace(1.0, 20.0, log=True),
-                  doc="softmax temperature")
+    return HParam(
+        "T",
+        default,
+        low=0.0,
+        low_open=True,
+        search=SearchSpace(1.0, 20.0, log=True),
+        doc="softmax temperature",
+    )
 
 
 @dataclass(frozen=True)
@@ -198,6 +218,7 @@ def combine(components: Sequence[type[Method]]) -> type[Method]:
             if h.name in ("gamma", "alpha"):
                 h = HParam(**{**h.__dict__, "default": 1.0})
             merged.setdefault(h.name, h)
+
     class Combined(Method):
         name = "+".join(c.name for c in components)
         hparams = tuple(merged.values())

@@ -31,4 +31,6 @@ class KD(Method):
 
     def terms(self, step: Step) -> dict[str, torch.Tensor]:
         assert step.teacher is not None
-        return {"kd": self.hp["alpha"] * kd_loss(step.student.logits, step.teacher.logits, self.hp["T"])}
+        return {
+            "kd": self.hp["alpha"] * kd_loss(step.student.logits, step.teacher.logits, self.hp["T"])
+        }

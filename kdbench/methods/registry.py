@@ -13,7 +13,9 @@ def _check(name: str, obj: type[Method]) -> None:
     if not (inspect.isclass(obj) and issubclass(obj, Method)):
         raise TypeError(f"method {name!r} must be a subclass of kdbench.methods.Method")
     if obj.name != name:
-        raise TypeError(f"method class {obj.__name__} has name {obj.name!r}, registered as {name!r}")
+        raise TypeError(
+            f"method class {obj.__name__} has name {obj.name!r}, registered as {name!r}"
+        )
     names = [h.name for h in obj.hparams]
     if len(names) != len(set(names)):
         raise TypeError(f"method {name!r} declares a hyperparameter twice: {names}")
@@ -32,9 +34,13 @@ def method_class(name: str) -> type[Method]:
     classes = []
     for part in parts:
         if part not in METHODS:
-            raise KdbenchError(f"unknown method '{part}' in '{name}'; {choices_hint(part, METHODS)}")
+            raise KdbenchError(
+                f"unknown method '{part}' in '{name}'; {choices_hint(part, METHODS)}"
+            )
         cls = METHODS.get(part)
         if not cls.combinable:
-            raise KdbenchError(f"'{part}' cannot be combined ('{name}'): it has no loss term of its own")
+            raise KdbenchError(
+                f"'{part}' cannot be combined ('{name}'): it has no loss term of its own"
+            )
         classes.append(cls)
     return combine(classes)

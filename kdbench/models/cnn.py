@@ -22,7 +22,9 @@ from kdbench.models.registry import MODELS
 
 
 class SmallCNN(KDModel):
-    def __init__(self, widths: tuple[int, ...], *, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, widths: tuple[int, ...], *, num_classes: int, input_shape: tuple[int, ...]
+    ) -> None:
         super().__init__()
         in_ch, size = input_shape[0], input_shape[-1]
         blocks = []

@@ -5,4 +5,12 @@ from __future__ import annotations
 from kdbench.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION
 from kdbench.results.store import finished_trials, load, read_table, write_trial
 
-__all__ = ["COLUMNS", "SCHEMA", "SCHEMA_VERSION", "finished_trials", "load", "read_table", "write_trial"]
+__all__ = [
+    "COLUMNS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "finished_trials",
+    "load",
+    "read_table",
+    "write_trial",
+]

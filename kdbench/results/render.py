@@ -22,8 +22,10 @@ def fmt(value: object, metric: Metric) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -38,16 +40,39 @@ def markdown(board: Leaderboard) -> str:
         title = f"### {dataset}: {teacher} → {student}"
         if not pd.isna(t_acc):
             title += f" (teacher {fmt(t_acc, m['mean'])}%)"
-        rows = [[r.method, f"{fmt(r.mean, m['mean'])} ± {fmt(r.std, m['std'])}", fmt(r.n, m["n"]),
-                 fmt(r.delta_scratch, m["delta_scratch"]), fmt(r.gap_closed, m["gap_closed"]),
-                 fmt(r.rank, m["rank"])] for r in group.itertuples()]
-        out.append(title + "\n\n" + _md_table(
-            ["method", "test acc (%)", "n", "Δ scratch", "gap closed (%)", "rank"], rows,
-            ["l", "r", "r", "r", "r", "r"]))
-    rows = [[r.method, fmt(r.avg_rank, m["avg_rank"]), fmt(r.pairs, m["pairs"]),
-             fmt(r.mean_delta_scratch, m["mean_delta_scratch"])] for r in board.overall.itertuples()]
-    out.append("### Overall\n\n" + _md_table(["method", "avg rank", "pairs", "mean Δ scratch"], rows,
-                                             ["l", "r", "r", "r"]))
+        rows = [
+            [
+                r.method,
+                f"{fmt(r.mean, m['mean'])} ± {fmt(r.std, m['std'])}",
+                fmt(r.n, m["n"]),
+                fmt(r.delta_scratch, m["delta_scratch"]),
+                fmt(r.gap_closed, m["gap_closed"]),
+                fmt(r.rank, m["rank"]),
+            ]
+            for r in group.itertuples()
+        ]
+        out.append(
+            title
+            + "\n\n"
+            + _md_table(
+                ["method", "test acc (%)", "n", "Δ scratch", "gap closed (%)", "rank"],
+                rows,
+                ["l", "r", "r", "r", "r", "r"],
+            )
+        )
+    rows = [
+        [
+            r.method,
+            fmt(r.avg_rank, m["avg_rank"]),
+            fmt(r.pairs, m["pairs"]),
+            fmt(r.mean_delta_scratch, m["mean_delta_scratch"]),
+        ]
+        for r in board.overall.itertuples()
+    ]
+    out.append(
+        "### Overall\n\n"
+        + _md_table(["method", "avg rank", "pairs", "mean Δ scratch"], rows, ["l", "r", "r", "r"])
+    )
     return "\n\n".join(out) + "\n"
 
 

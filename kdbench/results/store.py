@@ -38,8 +38,13 @@ def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         extra = set(row) - set(COLUMNS)
         if extra:
             raise ValueError(f"result row has columns outside the schema: {sorted(extra)}")
-    full = [{"schema_version": SCHEMA_VERSION, **{c: row.get(c) for c in COLUMNS if c != "schema_version"}}
-            for row in rows]
+    full = [
+        {
+            "schema_version": SCHEMA_VERSION,
+            **{c: row.get(c) for c in COLUMNS if c != "schema_version"},
+        }
+        for row in rows
+    ]
     return pa.Table.from_pylist(full, schema=SCHEMA)
 
 
@@ -77,7 +82,9 @@ def result_files(results_dir: str | os.PathLike[str]) -> list[Path]:
     for sub in (TRIALS, COMPACTED):
         folder = root / sub
         if folder.is_dir():
-            files.extend(sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))))
+            files.extend(
+                sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+            )
     return files
 
 
@@ -96,8 +103,11 @@ def _dataset(results_dir: Path) -> ds.Dataset | None:
     return ds.dataset(good, format="parquet", schema=SCHEMA)
 
 
-def read_table(results_dir: str | os.PathLike[str], columns: list[str] | None = None,
-               filter: ds.Expression | None = None) -> pa.Table:
+def read_table(
+    results_dir: str | os.PathLike[str],
+    columns: list[str] | None = None,
+    filter: ds.Expression | None = None,
+) -> pa.Table:
     root = Path(results_dir)
     if not root.is_dir():
         raise KdbenchError(f"{root}: no such results directory")
@@ -107,7 +117,9 @@ def read_table(results_dir: str | os.PathLike[str], columns: list[str] | None = 
     return dataset.to_table(columns=columns, filter=filter)
 
 
-def load(results_dir: str | os.PathLike[str], *, expand_hparams: bool = True, **filters: Any) -> pd.DataFrame:
+def load(
+    results_dir: str | os.PathLike[str], *, expand_hparams: bool = True, **filters: Any
+) -> pd.DataFrame:
     """The result rows of a directory as a DataFrame, filtered in pyarrow before pandas sees them.
 
     ``load(DIR, dataset="digits", method=["kd", "scratch"], phase="final")``: a value keeps rows
@@ -117,9 +129,14 @@ def load(results_dir: str | os.PathLike[str], *, expand_hparams: bool = True, **
     expr = None
     for column, value in filters.items():
         if column not in COLUMNS:
-            raise KdbenchError(f"load(): unknown column '{column}'; {choices_hint(column, COLUMNS)}")
-        term = (ds.field(column).isin(list(value)) if isinstance(value, (list, tuple, set))
-                else ds.field(column) == value)
+            raise KdbenchError(
+                f"load(): unknown column '{column}'; {choices_hint(column, COLUMNS)}"
+            )
+        term = (
+            ds.field(column).isin(list(value))
+            if isinstance(value, (list, tuple, set))
+            else ds.field(column) == value
+        )
         expr = term if expr is None else expr & term
     df = read_table(results_dir, filter=expr).to_pandas()
     if expand_hparams and len(df):
@@ -134,4 +151,6 @@ def finished_trials(results_dir: str | os.PathLike[str]) -> dict[str, str]:
     if not root.is_dir():
         return {}
     table = read_table(root, columns=["trial_id", "status"])
-    return dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True))
+    return dict(
+        zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True)
+    )

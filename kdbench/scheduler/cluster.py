@@ -9,8 +9,12 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """With this set, every local Ray node, the dashboard and the Jobs API bind to 127.0.0.1."""
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None,
-             object_store_memory: int | None = None) -> bool:
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+) -> bool:
     """Connect to Ray; returns whether this call started it (and so should shut it down).
 
     No address: a local Ray bound to 127.0.0.1 only, with Ray's token authentication on (the
@@ -27,8 +31,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_memory,
-                 include_dashboard=False, **kwargs)
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            object_store_memory=object_store_memory,
+            include_dashboard=False,
+            **kwargs,
+        )
     return True
 
 

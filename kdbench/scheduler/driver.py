@@ -61,17 +61,25 @@ def record_run(results_dir: Path, run_id: str, suite: Suite) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "suite.yaml").write_text(yaml.safe_dump(suite.to_dict(), sort_keys=False))
     (run_dir / "suite.sha256").write_text(suite.sha256() + "\n")
-    store.write_json_atomic({"source": suite.source, "git_sha": provenance.git_sha(),
-                             "started_at": provenance.now(), "host": provenance.host(),
-                             "packages": provenance.package_versions()},
-                            run_dir / "run.json")
+    store.write_json_atomic(
+        {
+            "source": suite.source,
+            "git_sha": provenance.git_sha(),
+            "started_at": provenance.now(),
+            "host": provenance.host(),
+            "packages": provenance.package_versions(),
+        },
+        run_dir / "run.json",
+    )
     return run_dir
 
 
 def write_curve(run_dir: Path, trial_id: str, curve: list[dict[str, Any]]) -> None:
     if not curve:
         return
-    table = pa.Table.from_pandas(pd.DataFrame(curve).assign(trial_id=trial_id), preserve_index=False)
+    table = pa.Table.from_pandas(
+        pd.DataFrame(curve).assign(trial_id=trial_id), preserve_index=False
+    )
     store.write_atomic(table, run_dir / "curves" / f"{trial_id}.parquet")
 
 
@@ -80,8 +88,10 @@ def read_checkpoint(path: str) -> bytes:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise KdbenchError(f"{path}: not a loadable weights-only checkpoint "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise KdbenchError(
+            f"{path}: not a loadable weights-only checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -93,8 +103,15 @@ def read_checkpoint(path: str) -> bytes:
 
 
 class Driver:
-    def __init__(self, plan: Plan, results_dir: Path, *, retry_failed: bool = False,
-                 progress: Progress | None = None, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        results_dir: Path,
+        *,
+        retry_failed: bool = False,
+        progress: Progress | None = None,
+        live: bool | None = None,
+    ) -> None:
         self.plan = plan
         self.suite = plan.suite
         self.results_dir = results_dir
@@ -111,16 +128,27 @@ class Driver:
 
         students = [s for s in self.plan.finals if pending(s)]
         wanted = {s.teacher_id for s in students}
-        teachers = [t for t in self.plan.teachers
-                    if pending(t) or (t.trial_id in wanted and finished.get(t.trial_id) == "ok"
-                                      and not teacher_cache_path(self.results_dir, t.trial_id).exists())]
+        teachers = [
+            t
+            for t in self.plan.teachers
+            if pending(t)
+            or (
+                t.trial_id in wanted
+                and finished.get(t.trial_id) == "ok"
+                and not teacher_cache_path(self.results_dir, t.trial_id).exists()
+            )
+        ]
         return teachers + students
 
     def run(self, address: str | None = None) -> RunSummary:
         finished = store.finished_trials(self.results_dir)
         todo = self.todo(finished)
-        summary = RunSummary(run_id=self.run_id, results_dir=self.results_dir,
-                             planned=len(self.plan.trials), skipped=len(self.plan.trials) - len(todo))
+        summary = RunSummary(
+            run_id=self.run_id,
+            results_dir=self.results_dir,
+            planned=len(self.plan.trials),
+            skipped=len(self.plan.trials) - len(todo),
+        )
         if not todo:
             return summary
         import ray
@@ -129,7 +157,9 @@ class Driver:
 
         started_ray = init_ray(address)
         try:
-            self._execute(todo, summary, cluster_cpus() / max(self.suite.resources.cpus_per_trial, 1e-9))
+            self._execute(
+                todo, summary, cluster_cpus() / max(self.suite.resources.cpus_per_trial, 1e-9)
+            )
         finally:
             if started_ray:
                 ray.shutdown()
@@ -144,9 +174,14 @@ class Driver:
         t0 = time.monotonic()
         run_dir = record_run(self.results_dir, self.run_id, self.suite)
         progress = self.progress or Progress(len(todo), live=self.live, slots=slots)
-        data_refs = {d: ray.put(load_dataset(d, root=self.suite.data.root,
-                                             val_fraction=self.suite.data.val_fraction))
-                     for d in sorted({s.dataset for s in todo})}
+        data_refs = {
+            d: ray.put(
+                load_dataset(
+                    d, root=self.suite.data.root, val_fraction=self.suite.data.val_fraction
+                )
+            )
+            for d in sorted({s.dataset for s in todo})
+        }
 
         pending: dict[Any, TrialSpec] = {}
         weights: dict[str, Any] = {}
@@ -156,7 +191,8 @@ class Driver:
                 continue
             ckpt = read_checkpoint(spec.teacher.checkpoint) if spec.teacher.checkpoint else None
             outcome_ref, weights_ref = teacher_task.options(**options(spec)).remote(
-                spec, data_refs[spec.dataset], self.info, ckpt)
+                spec, data_refs[spec.dataset], self.info, ckpt
+            )
             pending[outcome_ref] = spec
             weights[spec.trial_id] = weights_ref
             teachers_running.add(spec.trial_id)
@@ -167,7 +203,8 @@ class Driver:
             if spec.teacher_id not in weights:
                 weights[spec.teacher_id] = self._cached_teacher(spec.teacher_id)
             ref = student_task.options(**options(spec)).remote(
-                spec, data_refs[spec.dataset], self.info, weights[spec.teacher_id])
+                spec, data_refs[spec.dataset], self.info, weights[spec.teacher_id]
+            )
             pending[ref] = spec
 
         while pending:
@@ -197,8 +234,15 @@ class Driver:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
-            return TrialOutcome(failed_row(spec, self.info, describe_error(cause),
-                                           started_at=provenance.now(), finished_at=provenance.now()))
+            return TrialOutcome(
+                failed_row(
+                    spec,
+                    self.info,
+                    describe_error(cause),
+                    started_at=provenance.now(),
+                    finished_at=provenance.now(),
+                )
+            )
 
     def _cache_teacher(self, spec: TrialSpec, outcome: TrialOutcome, weights_ref: Any) -> None:
         if outcome.row["status"] != "ok":
@@ -221,15 +265,22 @@ class Driver:
         return ray.put(path.read_bytes() if path.exists() else None)
 
 
-def run_suite(suite: Suite, results_dir: str | Path | None = None, *, address: str | None = None,
-              retry_failed: bool = False, live: bool | None = None) -> RunSummary:
+def run_suite(
+    suite: Suite,
+    results_dir: str | Path | None = None,
+    *,
+    address: str | None = None,
+    retry_failed: bool = False,
+    live: bool | None = None,
+) -> RunSummary:
     """Run (or resume) a suite; finished trials in ``results_dir`` are skipped."""
     plan = expand(suite)
     if suite.tuning.trials > 0:
         raise KdbenchError(
             f"{suite.source}: tuning.trials: {suite.tuning.trials} asks for tuning, which this "
             "version of kdbench does not do yet; set tuning.trials: 0 to run the methods' "
-            "defaults (with params)")
+            "defaults (with params)"
+        )
     root = Path(results_dir) if results_dir else default_results_dir(suite)
     root.mkdir(parents=True, exist_ok=True)
     return Driver(plan, root, retry_failed=retry_failed, live=live).run(address)

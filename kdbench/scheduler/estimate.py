@@ -45,10 +45,16 @@ def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> float:
     cls = method_class(spec.method if spec.student else "scratch")
     teacher = None
     if cls.needs.teacher and spec.student:
-        teacher = build_model(spec.teacher.arch, num_classes=info.num_classes,
-                              input_shape=info.input_shape).eval()
-    ctx = MethodContext(student=model, teacher=teacher, num_classes=info.num_classes,
-                        n_train=info.train, input_shape=info.input_shape)
+        teacher = build_model(
+            spec.teacher.arch, num_classes=info.num_classes, input_shape=info.input_shape
+        ).eval()
+    ctx = MethodContext(
+        student=model,
+        teacher=teacher,
+        num_classes=info.num_classes,
+        n_train=info.train,
+        input_shape=info.input_shape,
+    )
     method = cls(dict(spec.hparams) or cls.defaults(), ctx)
     opt = torch.optim.SGD(list(model.parameters()) + list(method.parameters()), lr=1e-3)
     x = torch.randn(batch, *info.input_shape)
@@ -59,7 +65,9 @@ def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> float:
         t0 = time.perf_counter()
         with torch.no_grad():
             t_out = teacher.forward_features(x) if teacher is not None else None
-        terms = method.loss(Step(x=x, y=y, student=model.forward_features(x), teacher=t_out, index=idx))
+        terms = method.loss(
+            Step(x=x, y=y, student=model.forward_features(x), teacher=t_out, index=idx)
+        )
         opt.zero_grad()
         torch.stack(list(terms.values())).sum().backward()
         opt.step()
@@ -68,8 +76,9 @@ def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> float:
     return min(times)
 
 
-def estimate(plan: Plan, specs: list[TrialSpec] | None = None, *,
-             cpus_available: int | None = None) -> Estimate:
+def estimate(
+    plan: Plan, specs: list[TrialSpec] | None = None, *, cpus_available: int | None = None
+) -> Estimate:
     specs = list(plan.trials) if specs is None else specs
     batch = plan.suite.budget.batch_size
     probes: dict[tuple, tuple[float, int]] = {}
@@ -86,12 +95,24 @@ def estimate(plan: Plan, specs: list[TrialSpec] | None = None, *,
         images += n
         key = (spec.dataset, spec.student, spec.teacher.arch, spec.method, int(spec.cpus))
         if key not in probes:
-            model = build_model(spec.student or spec.teacher.arch, num_classes=info.num_classes,
-                                input_shape=info.input_shape)
-            probes[key] = (_probe(spec, min(batch, info.train)), count_macs(model, info.input_shape))
+            model = build_model(
+                spec.student or spec.teacher.arch,
+                num_classes=info.num_classes,
+                input_shape=info.input_shape,
+            )
+            probes[key] = (
+                _probe(spec, min(batch, info.train)),
+                count_macs(model, info.input_shape),
+            )
         step_s, model_macs = probes[key]
         cpu_s += step_s * math.ceil(info.train / batch) * spec.epochs * spec.cpus
         macs += 3.0 * model_macs * n
     cpus = cpus_available or os.cpu_count() or 1
-    return Estimate(trials=counts, images=images, macs=macs, cpu_seconds=cpu_s,
-                    wall_seconds=cpu_s / cpus, cpus_available=cpus)
+    return Estimate(
+        trials=counts,
+        images=images,
+        macs=macs,
+        cpu_seconds=cpu_s,
+        wall_seconds=cpu_s / cpus,
+        cpus_available=cpus,
+    )

@@ -21,8 +21,14 @@ class Progress:
     otherwise each finished trial is one plain line, fit for CI logs and `kdbench submit`.
     """
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, live: bool | None = None,
-                 slots: float = 1.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        slots: float = 1.0,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.total = total
@@ -39,9 +45,11 @@ class Progress:
 
     def status(self) -> str:
         eta = self.eta()
-        return (f"{self.done}/{self.total} done · {self.running} running · {self.failed} failed · "
-                f"{_clock(time.monotonic() - self.start)} elapsed · ETA "
-                f"{_clock(eta) if eta is not None else '--:--'}")
+        return (
+            f"{self.done}/{self.total} done · {self.running} running · {self.failed} failed · "
+            f"{_clock(time.monotonic() - self.start)} elapsed · ETA "
+            f"{_clock(eta) if eta is not None else '--:--'}"
+        )
 
     def set_running(self, running: int) -> None:
         self.running = running
@@ -73,11 +81,18 @@ class Progress:
 
 
 def describe(row: dict[str, Any]) -> str:
-    who = (f"{row['dataset']} {row['teacher']}" if row["phase"] == "teacher"
-           else f"{row['dataset']} {row['teacher']}→{row['student']} {row['method']}")
+    who = (
+        f"{row['dataset']} {row['teacher']}"
+        if row["phase"] == "teacher"
+        else f"{row['dataset']} {row['teacher']}→{row['student']} {row['method']}"
+    )
     text = f"{row['status']:<6} {row['phase']:<7} {who} seed={row['seed']}"
     if row.get("status") == "failed":
         return f"{text}: {row.get('error')}"
-    accs = [f"{k.replace('_acc', '')}={row[k]:.3f}" for k in ("val_acc", "test_acc") if row.get(k) is not None]
+    accs = [
+        f"{k.replace('_acc', '')}={row[k]:.3f}"
+        for k in ("val_acc", "test_acc")
+        if row.get(k) is not None
+    ]
     secs = row.get("train_seconds")
     return f"{text}  {' '.join(accs)}" + (f"  {secs:.1f}s" if secs is not None else "")

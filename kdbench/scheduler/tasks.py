@@ -16,8 +16,9 @@ SYSTEM_RETRIES = 3
 
 
 @ray.remote(num_returns=2, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
-def teacher_task(spec: TrialSpec, data: DataBundle, info: RunInfo,
-                 checkpoint: bytes | None) -> tuple[TrialOutcome, bytes | None]:
+def teacher_task(
+    spec: TrialSpec, data: DataBundle, info: RunInfo, checkpoint: bytes | None
+) -> tuple[TrialOutcome, bytes | None]:
     """Returns the outcome and, separately, the weights: students depend on the weights alone."""
     outcome = run_trial(spec, data, info, checkpoint)
     weights, outcome.weights = outcome.weights, None
@@ -25,8 +26,9 @@ def teacher_task(spec: TrialSpec, data: DataBundle, info: RunInfo,
 
 
 @ray.remote(max_retries=SYSTEM_RETRIES, retry_exceptions=False)
-def student_task(spec: TrialSpec, data: DataBundle, info: RunInfo,
-                 teacher_weights: bytes | None) -> TrialOutcome:
+def student_task(
+    spec: TrialSpec, data: DataBundle, info: RunInfo, teacher_weights: bytes | None
+) -> TrialOutcome:
     return run_trial(spec, data, info, teacher_weights)
 
 

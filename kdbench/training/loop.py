@@ -47,8 +47,9 @@ class FitResult:
 
 def make_optimizer(params: list[torch.nn.Parameter], budget: Budget) -> torch.optim.Optimizer:
     if budget.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=budget.lr, momentum=budget.momentum,
-                               weight_decay=budget.weight_decay)
+        return torch.optim.SGD(
+            params, lr=budget.lr, momentum=budget.momentum, weight_decay=budget.weight_decay
+        )
     if budget.optimizer == "adam":
         return torch.optim.Adam(params, lr=budget.lr, weight_decay=budget.weight_decay)
     return torch.optim.AdamW(params, lr=budget.lr, weight_decay=budget.weight_decay)
@@ -65,11 +66,13 @@ def lr_at(budget: Budget, epoch: int, epochs: int) -> float:
 
 
 @torch.no_grad()
-def predict(model: KDModel, data: DataBundle, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def predict(
+    model: KDModel, data: DataBundle, x: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
     """Logits of a whole split, in eval mode, in large batches, without autograd."""
     was_training = model.training
     model.eval()
-    out = [model(data.normalize(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    out = [model(data.normalize(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
@@ -118,7 +121,7 @@ def fit(
         term_sums: dict[str, torch.Tensor] = {}
         steps = 0
         for i in range(0, n, budget.batch_size):
-            idx = order[i:i + budget.batch_size]
+            idx = order[i : i + budget.batch_size]
             if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a batch of one
                 continue
             x = data.normalize(train_x[idx])
@@ -130,9 +133,17 @@ def fit(
                 with torch.no_grad():
                     t_out = teacher.forward_features(x)
             s_out = model.forward_features(x)
-            terms = method.loss(Step(x=x, y=y, student=s_out, teacher=t_out,
-                                     index=idx if method.needs.indices else None,
-                                     epoch=epoch, epochs=epochs))
+            terms = method.loss(
+                Step(
+                    x=x,
+                    y=y,
+                    student=s_out,
+                    teacher=t_out,
+                    index=idx if method.needs.indices else None,
+                    epoch=epoch,
+                    epochs=epochs,
+                )
+            )
             loss = torch.stack(list(terms.values())).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -147,9 +158,14 @@ def fit(
         if not math.isfinite(mean_loss):
             raise TrialDiverged(f"loss became {mean_loss} in epoch {epoch + 1} of {epochs}")
         val_acc = accuracy(predict(model, data, val_x), val_y)
-        stats = EpochStats(epoch=epoch + 1, lr=lr, train_loss=mean_loss, val_acc=val_acc,
-                           seconds=time.perf_counter() - t0,
-                           terms={k: float(v / max(steps, 1)) for k, v in term_sums.items()})
+        stats = EpochStats(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=mean_loss,
+            val_acc=val_acc,
+            seconds=time.perf_counter() - t0,
+            terms={k: float(v / max(steps, 1)) for k, v in term_sums.items()},
+        )
         curve.append(stats)
         if on_epoch is not None:
             on_epoch(stats)

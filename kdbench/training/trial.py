@@ -88,12 +88,24 @@ def pick_device(gpus: float) -> torch.device:
 
 def base_row(spec: TrialSpec, info: RunInfo) -> dict[str, Any]:
     return {
-        "run_id": info.run_id, "suite": info.suite, "trial_id": spec.trial_id, "phase": spec.phase,
-        "dataset": spec.dataset, "teacher": spec.teacher.arch, "student": spec.student,
-        "method": spec.label, "seed": spec.seed, "hparams": json.dumps(dict(spec.hparams), sort_keys=True),
-        "epochs": spec.epochs, "cpus": spec.cpus, "gpus": spec.gpus,
-        "kdbench_version": kdbench.__version__, "torch_version": torch.__version__,
-        "git_sha": info.git_sha, "host": provenance.host(), "node_id": _node_id(),
+        "run_id": info.run_id,
+        "suite": info.suite,
+        "trial_id": spec.trial_id,
+        "phase": spec.phase,
+        "dataset": spec.dataset,
+        "teacher": spec.teacher.arch,
+        "student": spec.student,
+        "method": spec.label,
+        "seed": spec.seed,
+        "hparams": json.dumps(dict(spec.hparams), sort_keys=True),
+        "epochs": spec.epochs,
+        "cpus": spec.cpus,
+        "gpus": spec.gpus,
+        "kdbench_version": kdbench.__version__,
+        "torch_version": torch.__version__,
+        "git_sha": info.git_sha,
+        "host": provenance.host(),
+        "node_id": _node_id(),
     }
 
 
@@ -132,8 +144,9 @@ def dump_weights(model: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def run_trial(spec: TrialSpec, data: DataBundle, info: RunInfo,
-              teacher_weights: bytes | None = None) -> TrialOutcome:
+def run_trial(
+    spec: TrialSpec, data: DataBundle, info: RunInfo, teacher_weights: bytes | None = None
+) -> TrialOutcome:
     """Run one trial; an exception becomes a ``failed`` row with its reason, never a crash."""
     torch.set_num_threads(max(1, int(spec.cpus)))
     device = pick_device(spec.gpus)
@@ -147,22 +160,36 @@ def run_trial(spec: TrialSpec, data: DataBundle, info: RunInfo,
                 outcome = _student_trial(spec, data, info, device, teacher_weights)
         outcome.row["peak_mem_mb"] = mem.mb
     except Exception as exc:
-        outcome = TrialOutcome(failed_row(spec, info, describe_error(exc),
-                                          train_seconds=time.perf_counter() - t0))
-    outcome.row.update(started_at=started, finished_at=provenance.now(),
-                       device=provenance.device_name(device))
+        outcome = TrialOutcome(
+            failed_row(spec, info, describe_error(exc), train_seconds=time.perf_counter() - t0)
+        )
+    outcome.row.update(
+        started_at=started, finished_at=provenance.now(), device=provenance.device_name(device)
+    )
     return outcome
 
 
 def _curve_rows(curve: list[EpochStats]) -> list[dict[str, Any]]:
-    return [{"epoch": s.epoch, "lr": s.lr, "train_loss": s.train_loss, "val_acc": s.val_acc,
-             "seconds": s.seconds, **{f"loss_{k}": v for k, v in s.terms.items()}} for s in curve]
+    return [
+        {
+            "epoch": s.epoch,
+            "lr": s.lr,
+            "train_loss": s.train_loss,
+            "val_acc": s.val_acc,
+            "seconds": s.seconds,
+            **{f"loss_{k}": v for k, v in s.terms.items()},
+        }
+        for s in curve
+    ]
 
 
-def _teacher_trial(spec: TrialSpec, data: DataBundle, info: RunInfo, device: torch.device,
-                   checkpoint: bytes | None) -> TrialOutcome:
+def _teacher_trial(
+    spec: TrialSpec, data: DataBundle, info: RunInfo, device: torch.device, checkpoint: bytes | None
+) -> TrialOutcome:
     torch.manual_seed(spec.seed)
-    model = build_model(spec.teacher.arch, num_classes=data.num_classes, input_shape=data.input_shape).to(device)
+    model = build_model(
+        spec.teacher.arch, num_classes=data.num_classes, input_shape=data.input_shape
+    ).to(device)
     row = base_row(spec, info)
     curve: list[EpochStats] = []
     seconds = 0.0
@@ -171,52 +198,104 @@ def _teacher_trial(spec: TrialSpec, data: DataBundle, info: RunInfo, device: tor
         try:
             model.load_state_dict(load_weights(checkpoint))
         except RuntimeError as exc:
-            raise ValueError(f"checkpoint {spec.teacher.checkpoint} does not fit "
-                             f"{spec.teacher.arch}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"checkpoint {spec.teacher.checkpoint} does not fit "
+                f"{spec.teacher.arch}: {str(exc).splitlines()[0]}"
+            ) from None
     else:
-        ctx = MethodContext(student=model, teacher=None, num_classes=data.num_classes,
-                            n_train=len(data.train_y), input_shape=data.input_shape, device=device)
-        result = fit(model, data, method=Scratch({}, ctx).to(device), budget=spec.budget,
-                     epochs=spec.epochs, seed=spec.seed, augment=spec.data.augment, device=device)
+        ctx = MethodContext(
+            student=model,
+            teacher=None,
+            num_classes=data.num_classes,
+            n_train=len(data.train_y),
+            input_shape=data.input_shape,
+            device=device,
+        )
+        result = fit(
+            model,
+            data,
+            method=Scratch({}, ctx).to(device),
+            budget=spec.budget,
+            epochs=spec.epochs,
+            seed=spec.seed,
+            augment=spec.data.augment,
+            device=device,
+        )
         curve, seconds, seen = result.curve, result.train_seconds, result.images_seen
     val_logits = predict(model, data, data.val_x.to(device))
     test_logits = predict(model, data, data.test_x.to(device))
     test_y = data.test_y.to(device)
     row.update(
-        status="ok", val_acc=accuracy(val_logits, data.val_y.to(device)),
-        test_acc=accuracy(test_logits, test_y), test_top5=accuracy(test_logits, test_y, k=5),
-        student_params=count_params(model), student_macs=count_macs(model, data.input_shape),
-        images_seen=seen, epoch_reported=spec.epochs, train_seconds=seconds,
+        status="ok",
+        val_acc=accuracy(val_logits, data.val_y.to(device)),
+        test_acc=accuracy(test_logits, test_y),
+        test_top5=accuracy(test_logits, test_y, k=5),
+        student_params=count_params(model),
+        student_macs=count_macs(model, data.input_shape),
+        images_seen=seen,
+        epoch_reported=spec.epochs,
+        train_seconds=seconds,
     )
     return TrialOutcome(row=row, curve=_curve_rows(curve), weights=dump_weights(model))
 
 
-def _student_trial(spec: TrialSpec, data: DataBundle, info: RunInfo, device: torch.device,
-                   teacher_weights: bytes | None) -> TrialOutcome:
+def _student_trial(
+    spec: TrialSpec,
+    data: DataBundle,
+    info: RunInfo,
+    device: torch.device,
+    teacher_weights: bytes | None,
+) -> TrialOutcome:
     cls = method_class(spec.method)
     teacher: KDModel | None = None
     if teacher_weights is not None:
-        teacher = build_model(spec.teacher.arch, num_classes=data.num_classes,
-                              input_shape=data.input_shape)
+        teacher = build_model(
+            spec.teacher.arch, num_classes=data.num_classes, input_shape=data.input_shape
+        )
         teacher.load_state_dict(load_weights(teacher_weights))
         teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     elif cls.needs.teacher:
-        raise RuntimeError(f"teacher {spec.teacher.arch} for {spec.dataset} is not available "
-                           f"(its trial {spec.teacher_id} failed)")
+        raise RuntimeError(
+            f"teacher {spec.teacher.arch} for {spec.dataset} is not available "
+            f"(its trial {spec.teacher_id} failed)"
+        )
     torch.manual_seed(spec.seed)
-    student = build_model(spec.student, num_classes=data.num_classes, input_shape=data.input_shape).to(device)
+    student = build_model(
+        spec.student, num_classes=data.num_classes, input_shape=data.input_shape
+    ).to(device)
     params, macs = count_params(student), count_macs(student, data.input_shape)
-    ctx = MethodContext(student=student, teacher=teacher, num_classes=data.num_classes,
-                        n_train=len(data.train_y), input_shape=data.input_shape, device=device)
+    ctx = MethodContext(
+        student=student,
+        teacher=teacher,
+        num_classes=data.num_classes,
+        n_train=len(data.train_y),
+        input_shape=data.input_shape,
+        device=device,
+    )
     method = cls(dict(spec.hparams), ctx).to(device)
-    result = fit(student, data, method=method, budget=spec.budget, epochs=spec.epochs,
-                 seed=spec.seed, augment=spec.data.augment, teacher=teacher, device=device)
+    result = fit(
+        student,
+        data,
+        method=method,
+        budget=spec.budget,
+        epochs=spec.epochs,
+        seed=spec.seed,
+        augment=spec.data.augment,
+        teacher=teacher,
+        device=device,
+    )
     row = base_row(spec, info)
-    row.update(status="ok", val_acc=result.val_acc, student_params=params, student_macs=macs,
-               images_seen=result.images_seen, epoch_reported=spec.epochs,
-               train_seconds=result.train_seconds)
+    row.update(
+        status="ok",
+        val_acc=result.val_acc,
+        student_params=params,
+        student_macs=macs,
+        images_seen=result.images_seen,
+        epoch_reported=spec.epochs,
+        train_seconds=result.train_seconds,
+    )
     if spec.phase == "final":
         # The test split is touched here and only here: the final phase, after training ends.
         test_x, test_y = data.test_x.to(device), data.test_y.to(device)
@@ -224,6 +303,8 @@ def _student_trial(spec: TrialSpec, data: DataBundle, info: RunInfo, device: tor
         row.update(test_acc=accuracy(logits, test_y), test_top5=accuracy(logits, test_y, k=5))
         if teacher is not None:
             t_logits = predict(teacher, data, test_x)
-            row.update(teacher_test_acc=accuracy(t_logits, test_y),
-                       agreement=(logits.argmax(1) == t_logits.argmax(1)).float().mean().item())
+            row.update(
+                teacher_test_acc=accuracy(t_logits, test_y),
+                agreement=(logits.argmax(1) == t_logits.argmax(1)).float().mean().item(),
+            )
     return TrialOutcome(row=row, curve=_curve_rows(result.curve))
