@@ -89,7 +89,7 @@ def test_load_filters_and_expands_hparams(tmp_path):
     assert sorted(df["trial_id"]) == ["a", "b"]
     assert sorted(df["hp_T"]) == [4.0, 8.0]
     assert sorted(load(tmp_path, method=["scratch", "kd"], seed=0)["trial_id"]) == ["a", "c", "d"]
-    with pytest.raises(KdbenchError, match="unknown column 'metod'.*did you mean 'method'"):
+    with pytest.raises(KdbenchError, match=r"unknown column 'metod'.*did you mean 'method'"):
         load(tmp_path, metod="kd")
 
 
