@@ -16,8 +16,12 @@ def ray_local():
     """One real local Ray for the whole test session (token authentication on, small store)."""
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
-             logging_level="WARNING")
+    ray.init(
+        num_cpus=2,
+        object_store_memory=100 * 2**20,
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
     yield ray
     ray.shutdown()
 

@@ -12,22 +12,44 @@ from kdbench.results.render import csv, markdown
 
 
 def final(method, seed, acc, teacher="t", student="s", dataset="d", status="ok"):
-    return {"phase": "final", "status": status, "dataset": dataset, "teacher": teacher,
-            "student": student, "method": method, "seed": seed, "test_acc": acc,
-            "teacher_test_acc": 0.95}
+    return {
+        "phase": "final",
+        "status": status,
+        "dataset": dataset,
+        "teacher": teacher,
+        "student": student,
+        "method": method,
+        "seed": seed,
+        "test_acc": acc,
+        "teacher_test_acc": 0.95,
+    }
 
 
 @pytest.fixture
 def rows():
     data = [
-        {"phase": "teacher", "status": "ok", "dataset": "d", "teacher": "t", "student": None,
-         "method": "teacher", "seed": 0, "test_acc": 0.95, "teacher_test_acc": None},
-        final("scratch", 0, 0.80), final("scratch", 1, 0.82), final("scratch", 2, 0.84),
-        final("kd", 0, 0.86), final("kd", 1, 0.88), final("kd", 2, 0.87),
-        final("kd", 3, None, status="failed"),        # failed rows do not count
-        {**final("kd", 9, 0.10), "phase": "tune"},     # nor do tune rows
+        {
+            "phase": "teacher",
+            "status": "ok",
+            "dataset": "d",
+            "teacher": "t",
+            "student": None,
+            "method": "teacher",
+            "seed": 0,
+            "test_acc": 0.95,
+            "teacher_test_acc": None,
+        },
+        final("scratch", 0, 0.80),
+        final("scratch", 1, 0.82),
+        final("scratch", 2, 0.84),
+        final("kd", 0, 0.86),
+        final("kd", 1, 0.88),
+        final("kd", 2, 0.87),
+        final("kd", 3, None, status="failed"),  # failed rows do not count
+        {**final("kd", 9, 0.10), "phase": "tune"},  # nor do tune rows
         # a second pair where scratch wins
-        final("scratch", 0, 0.70, student="s2"), final("kd", 0, 0.60, student="s2"),
+        final("scratch", 0, 0.70, student="s2"),
+        final("kd", 0, 0.60, student="s2"),
     ]
     return pd.DataFrame(data)
 
@@ -53,7 +75,9 @@ def test_overall_average_rank(rows):
     assert overall.loc["kd", "avg_rank"] == pytest.approx(1.5)
     assert overall.loc["scratch", "avg_rank"] == pytest.approx(1.5)
     assert overall.loc["kd", "pairs"] == 2
-    assert overall.loc["kd", "mean_delta_scratch"] == pytest.approx(((0.87 - 0.82) + (0.60 - 0.70)) / 2)
+    assert overall.loc["kd", "mean_delta_scratch"] == pytest.approx(
+        ((0.87 - 0.82) + (0.60 - 0.70)) / 2
+    )
 
 
 def test_renderers_format_but_keep_numbers_out_of_the_table(rows):
@@ -67,6 +91,17 @@ def test_renderers_format_but_keep_numbers_out_of_the_table(rows):
 
 
 def test_empty_results_say_so():
-    empty = pd.DataFrame(columns=["phase", "status", "dataset", "teacher", "student", "method",
-                                  "seed", "test_acc", "teacher_test_acc"])
+    empty = pd.DataFrame(
+        columns=[
+            "phase",
+            "status",
+            "dataset",
+            "teacher",
+            "student",
+            "method",
+            "seed",
+            "test_acc",
+            "teacher_test_acc",
+        ]
+    )
     assert "nothing to rank" in markdown(leaderboard(empty))

@@ -14,13 +14,33 @@ from kdbench.results import COLUMNS, SCHEMA, load, store
 
 def row(trial_id: str, **over):
     base = {
-        "run_id": "r1", "suite": "s", "trial_id": trial_id, "phase": "final", "status": "ok",
-        "dataset": "digits", "teacher": "cnn_wide", "student": "cnn_tiny", "method": "kd", "seed": 0,
-        "hparams": json.dumps({"T": 4.0, "alpha": 0.9}), "val_acc": 0.9, "test_acc": 0.91,
-        "test_top5": 0.99, "teacher_test_acc": 0.98, "agreement": 0.93, "student_params": 1030,
-        "student_macs": 9296, "images_seen": 32340, "epochs": 30, "epoch_reported": 30,
-        "train_seconds": 2.5, "cpus": 1.0, "gpus": 0.0, "peak_mem_mb": 800.0,
-        "kdbench_version": "0.1.0", "torch_version": "2.14.0",
+        "run_id": "r1",
+        "suite": "s",
+        "trial_id": trial_id,
+        "phase": "final",
+        "status": "ok",
+        "dataset": "digits",
+        "teacher": "cnn_wide",
+        "student": "cnn_tiny",
+        "method": "kd",
+        "seed": 0,
+        "hparams": json.dumps({"T": 4.0, "alpha": 0.9}),
+        "val_acc": 0.9,
+        "test_acc": 0.91,
+        "test_top5": 0.99,
+        "teacher_test_acc": 0.98,
+        "agreement": 0.93,
+        "student_params": 1030,
+        "student_macs": 9296,
+        "images_seen": 32340,
+        "epochs": 30,
+        "epoch_reported": 30,
+        "train_seconds": 2.5,
+        "cpus": 1.0,
+        "gpus": 0.0,
+        "peak_mem_mb": 800.0,
+        "kdbench_version": "0.1.0",
+        "torch_version": "2.14.0",
     }
     base.update(over)
     return base
@@ -29,11 +49,32 @@ def row(trial_id: str, **over):
 def test_plain_pandas_reads_exactly_the_rows_with_typed_columns(tmp_path):
     # The teacher row has null student/test columns; the failed row has nulls almost everywhere.
     store.write_trial(tmp_path, row("a"))
-    store.write_trial(tmp_path, row("b", phase="teacher", method="teacher", student=None,
-                                    teacher_test_acc=None, agreement=None))
-    store.write_trial(tmp_path, row("c", status="failed", error="TrialDiverged: loss became nan",
-                                    val_acc=None, test_acc=None, test_top5=None, student_params=None,
-                                    student_macs=None, images_seen=None, agreement=None))
+    store.write_trial(
+        tmp_path,
+        row(
+            "b",
+            phase="teacher",
+            method="teacher",
+            student=None,
+            teacher_test_acc=None,
+            agreement=None,
+        ),
+    )
+    store.write_trial(
+        tmp_path,
+        row(
+            "c",
+            status="failed",
+            error="TrialDiverged: loss became nan",
+            val_acc=None,
+            test_acc=None,
+            test_top5=None,
+            student_params=None,
+            student_macs=None,
+            images_seen=None,
+            agreement=None,
+        ),
+    )
     (tmp_path / "_runs" / "x").mkdir(parents=True)
     (tmp_path / "_runs" / "x" / "suite.yaml").write_text("name: s\n")
     (tmp_path / "_cache").mkdir()
@@ -82,7 +123,9 @@ def test_rewriting_a_trial_replaces_its_row(tmp_path):
 
 def test_load_filters_and_expands_hparams(tmp_path):
     store.write_trial(tmp_path, row("a", method="kd", seed=0))
-    store.write_trial(tmp_path, row("b", method="kd", seed=1, hparams=json.dumps({"T": 8.0, "alpha": 0.5})))
+    store.write_trial(
+        tmp_path, row("b", method="kd", seed=1, hparams=json.dumps({"T": 8.0, "alpha": 0.5}))
+    )
     store.write_trial(tmp_path, row("c", method="scratch", hparams="{}"))
     store.write_trial(tmp_path, row("d", method="kd", dataset="synthetic"))
     df = load(tmp_path, dataset="digits", method="kd")

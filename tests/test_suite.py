@@ -51,9 +51,16 @@ def test_good_suite_loads_into_frozen_dataclasses(good_suite):
 
 
 def test_defaults_fill_everything_not_required(tmp_path):
-    s = load_suite(write_suite(tmp_path, "name: q\ndatasets: [digits]\npairs: "
-                               "[{teacher: cnn_wide, student: cnn_tiny}]\nmethods: [kd]\nseeds: [0]\n"))
-    assert s.budget.epochs == 30 and s.budget.optimizer == "sgd" and s.budget.schedule.kind == "cosine"
+    s = load_suite(
+        write_suite(
+            tmp_path,
+            "name: q\ndatasets: [digits]\npairs: "
+            "[{teacher: cnn_wide, student: cnn_tiny}]\nmethods: [kd]\nseeds: [0]\n",
+        )
+    )
+    assert (
+        s.budget.epochs == 30 and s.budget.optimizer == "sgd" and s.budget.schedule.kind == "cosine"
+    )
     assert s.data.val_fraction == 0.1 and s.tuning.trials == 8 and s.resources.cpus_per_trial == 1
     assert s.to_dict()["budget"]["lr"] == 0.05
 
@@ -86,39 +93,129 @@ def suite_with(**replace: str) -> str:
 
 # (replacements, key in the message, other fragments the message must contain)
 BAD = {
-    "unknown top-level key": (dict(extra="budgett: {epochs: 3}"), "budgett", ["unknown key", "did you mean 'budget'"]),
-    "unknown nested key": (dict(extra="budget: {epoch: 3}"), "budget.epoch", ["did you mean 'epochs'"]),
-    "unknown dataset": (dict(datasets="datasets: [digitz]"), "datasets[0]", ["'digitz'", "valid:", "did you mean 'digits'"]),
-    "unknown teacher model": (dict(pairs="pairs: [{teacher: cnn_wid, student: cnn_tiny}]"), "pairs[0].teacher", ["'cnn_wid'", "cnn_wide"]),
-    "unknown student model": (dict(pairs="pairs: [{teacher: cnn_wide, student: resnet}]"), "pairs[0].student", ["'resnet'", "valid:"]),
-    "unknown method": (dict(methods="methods: [kdd]"), "methods[0].name", ["'kdd'", "did you mean 'kd'"]),
-    "unknown method in a combination": (dict(methods="methods: [kd+fitnett]"), "methods[0].name", ["'fitnett'"]),
-    "scratch in a combination": (dict(methods="methods: [scratch+kd]"), "methods[0].name", ["cannot be combined"]),
-    "wrong type": (dict(extra="budget: {epochs: ten}"), "budget.epochs", ["'ten'", "not an integer"]),
+    "unknown top-level key": (
+        dict(extra="budgett: {epochs: 3}"),
+        "budgett",
+        ["unknown key", "did you mean 'budget'"],
+    ),
+    "unknown nested key": (
+        dict(extra="budget: {epoch: 3}"),
+        "budget.epoch",
+        ["did you mean 'epochs'"],
+    ),
+    "unknown dataset": (
+        dict(datasets="datasets: [digitz]"),
+        "datasets[0]",
+        ["'digitz'", "valid:", "did you mean 'digits'"],
+    ),
+    "unknown teacher model": (
+        dict(pairs="pairs: [{teacher: cnn_wid, student: cnn_tiny}]"),
+        "pairs[0].teacher",
+        ["'cnn_wid'", "cnn_wide"],
+    ),
+    "unknown student model": (
+        dict(pairs="pairs: [{teacher: cnn_wide, student: resnet}]"),
+        "pairs[0].student",
+        ["'resnet'", "valid:"],
+    ),
+    "unknown method": (
+        dict(methods="methods: [kdd]"),
+        "methods[0].name",
+        ["'kdd'", "did you mean 'kd'"],
+    ),
+    "unknown method in a combination": (
+        dict(methods="methods: [kd+fitnett]"),
+        "methods[0].name",
+        ["'fitnett'"],
+    ),
+    "scratch in a combination": (
+        dict(methods="methods: [scratch+kd]"),
+        "methods[0].name",
+        ["cannot be combined"],
+    ),
+    "wrong type": (
+        dict(extra="budget: {epochs: ten}"),
+        "budget.epochs",
+        ["'ten'", "not an integer"],
+    ),
     "bool for a number": (dict(extra="budget: {lr: true}"), "budget.lr", ["True"]),
     "empty list": (dict(seeds="seeds: []"), "seeds", ["empty"]),
     "not a list": (dict(datasets="datasets: digits"), "datasets", ["expected a list"]),
     "zero epochs": (dict(extra="budget: {epochs: 0}"), "budget.epochs", ["0", "≥ 1"]),
     "zero batch size": (dict(extra="budget: {batch_size: 0}"), "budget.batch_size", ["≥ 1"]),
     "negative lr": (dict(extra="budget: {lr: -0.1}"), "budget.lr", ["-0.1", "> 0"]),
-    "unknown optimizer": (dict(extra="budget: {optimizer: sgdd}"), "budget.optimizer", ["'sgdd'", "did you mean 'sgd'"]),
-    "unknown schedule": (dict(extra="budget: {schedule: linear}"), "budget.schedule", ["'linear'", "cosine"]),
-    "decreasing milestones": (dict(extra="budget: {schedule: {step: [20, 10]}}"), "budget.schedule.step", ["increasing"]),
-    "negative temperature": (dict(methods="methods: [{name: kd, params: {T: -1}}]"), "methods[0].params.T", ["-1", "outside"]),
-    "zero temperature": (dict(methods="methods: [{name: kd, params: {T: 0}}]"), "methods[0].params.T", ["outside", "(0, inf)"]),
-    "unknown hyperparameter": (dict(methods="methods: [{name: kd, params: {temp: 4}}]"), "methods[0].params.temp", ["valid: T, alpha, gamma"]),
-    "bad search range": (dict(methods="methods: [{name: kd, search: {T: [10, 1]}}]"), "methods[0].search.T", ["below"]),
-    "log range from zero": (dict(methods="methods: [{name: kd, search: {alpha: [0, 1, log]}}]"), "methods[0].search.alpha", ["log range"]),
-    "params and search on one key": (dict(methods="methods: [{name: kd, params: {T: 4}, search: {T: [1, 8]}}]"), "methods[0].search.T", ["fixed in params"]),
-    "duplicate dataset": (dict(datasets="datasets: [digits, digits]"), "datasets[1]", ["duplicates datasets[0]"]),
-    "duplicate pair": (dict(pairs="pairs: [{teacher: cnn_wide, student: cnn_tiny}, {teacher: cnn_wide, student: cnn_tiny}]"), "pairs[1]", ["duplicates pairs[0]"]),
+    "unknown optimizer": (
+        dict(extra="budget: {optimizer: sgdd}"),
+        "budget.optimizer",
+        ["'sgdd'", "did you mean 'sgd'"],
+    ),
+    "unknown schedule": (
+        dict(extra="budget: {schedule: linear}"),
+        "budget.schedule",
+        ["'linear'", "cosine"],
+    ),
+    "decreasing milestones": (
+        dict(extra="budget: {schedule: {step: [20, 10]}}"),
+        "budget.schedule.step",
+        ["increasing"],
+    ),
+    "negative temperature": (
+        dict(methods="methods: [{name: kd, params: {T: -1}}]"),
+        "methods[0].params.T",
+        ["-1", "outside"],
+    ),
+    "zero temperature": (
+        dict(methods="methods: [{name: kd, params: {T: 0}}]"),
+        "methods[0].params.T",
+        ["outside", "(0, inf)"],
+    ),
+    "unknown hyperparameter": (
+        dict(methods="methods: [{name: kd, params: {temp: 4}}]"),
+        "methods[0].params.temp",
+        ["valid: T, alpha, gamma"],
+    ),
+    "bad search range": (
+        dict(methods="methods: [{name: kd, search: {T: [10, 1]}}]"),
+        "methods[0].search.T",
+        ["below"],
+    ),
+    "log range from zero": (
+        dict(methods="methods: [{name: kd, search: {alpha: [0, 1, log]}}]"),
+        "methods[0].search.alpha",
+        ["log range"],
+    ),
+    "params and search on one key": (
+        dict(methods="methods: [{name: kd, params: {T: 4}, search: {T: [1, 8]}}]"),
+        "methods[0].search.T",
+        ["fixed in params"],
+    ),
+    "duplicate dataset": (
+        dict(datasets="datasets: [digits, digits]"),
+        "datasets[1]",
+        ["duplicates datasets[0]"],
+    ),
+    "duplicate pair": (
+        dict(
+            pairs="pairs: [{teacher: cnn_wide, student: cnn_tiny}, {teacher: cnn_wide, student: cnn_tiny}]"
+        ),
+        "pairs[1]",
+        ["duplicates pairs[0]"],
+    ),
     "duplicate method": (dict(methods="methods: [kd, kd]"), "methods[1]", ["label"]),
     "duplicate seed": (dict(seeds="seeds: [0, 0]"), "seeds[1]", ["duplicates seeds[0]"]),
     "negative seed": (dict(seeds="seeds: [-1]"), "seeds[0]", ["≥ 0"]),
     "missing required key": (dict(seeds=""), "seeds", ["required"]),
     "val fraction of one": (dict(extra="data: {val_fraction: 1.0}"), "data.val_fraction", ["< 1"]),
-    "unknown pruner": (dict(extra="tuning: {pruner: medain}"), "tuning.pruner", ["did you mean 'median'"]),
-    "missing checkpoint": (dict(pairs="pairs: [{teacher: {arch: cnn_wide, checkpoint: nope.pt}, student: cnn_tiny}]"), "pairs[0].teacher.checkpoint", ["'nope.pt'", "not a file"]),
+    "unknown pruner": (
+        dict(extra="tuning: {pruner: medain}"),
+        "tuning.pruner",
+        ["did you mean 'median'"],
+    ),
+    "missing checkpoint": (
+        dict(pairs="pairs: [{teacher: {arch: cnn_wide, checkpoint: nope.pt}, student: cnn_tiny}]"),
+        "pairs[0].teacher.checkpoint",
+        ["'nope.pt'", "not a file"],
+    ),
     "bad suite name": (dict(name="name: 'a/b'"), "name", ["'a/b'"]),
 }
 
@@ -157,8 +254,12 @@ def test_yaml_cannot_construct_objects(tmp_path):
 def test_validate_command_exits_2_with_one_line_and_no_traceback(tmp_path):
     bad = write_suite(tmp_path, suite_with(datasets="datasets: [digitz]"))
     good = write_suite(tmp_path, suite_with(), "good.yaml")
-    proc = subprocess.run([sys.executable, "-m", "kdbench", "validate", str(good), str(bad)],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdbench", "validate", str(good), str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 2
     assert f"ok: {good}" in proc.stdout
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
@@ -168,8 +269,12 @@ def test_validate_command_exits_2_with_one_line_and_no_traceback(tmp_path):
 
 def test_run_with_a_bad_suite_exits_2_before_anything_runs(tmp_path):
     bad = write_suite(tmp_path, textwrap.dedent(suite_with(extra="budget: {epochs: -3}")))
-    proc = subprocess.run([sys.executable, "-m", "kdbench", "run", str(bad), "--results", str(tmp_path / "r")],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdbench", "run", str(bad), "--results", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("kdbench: error: ") and "budget.epochs" in proc.stderr
     assert not (tmp_path / "r").exists()

@@ -67,21 +67,28 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 def stratified_split(
     y: torch.Tensor, fractions: tuple[float, ...], *, seed: int = SPLIT_SEED
 ) -> list[torch.Tensor]:
-    """Split indices class by class into parts of the given fractions (the last takes the rest).
+    """Split indices into parts of ``round(f·N)`` samples (the last takes the rest), stratified.
 
-    Deterministic for a seed; every part keeps the class proportions of the whole.
+    Each sample gets its position within its own class, in a seeded random order, as a
+    fraction in (0, 1); the parts are cut from the samples sorted by that position. Every part
+    then holds each class in proportion, to within one sample, even when a class has fewer
+    samples than there are parts. Deterministic for a seed.
     """
     gen = torch.Generator().manual_seed(seed)
-    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
+    n = len(y)
+    position = torch.empty(n, dtype=torch.float64)
     for c in torch.unique(y).tolist():
         idx = torch.nonzero(y == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        start = 0
-        for i, frac in enumerate(fractions):
-            stop = len(idx) if i == len(fractions) - 1 else start + round(frac * len(idx))
-            parts[i].append(idx[start:stop])
-            start = stop
-    return [torch.sort(torch.cat(p)).values for p in parts]
+        position[idx] = (torch.arange(len(idx), dtype=torch.float64) + 0.5) / len(idx)
+    shuffle = torch.randperm(n, generator=gen)  # breaks ties between classes at random
+    order = shuffle[torch.argsort(position[shuffle], stable=True)]
+    parts, start = [], 0
+    for i, frac in enumerate(fractions):
+        stop = n if i == len(fractions) - 1 else start + round(frac * n)
+        parts.append(torch.sort(order[start:stop]).values)
+        start = stop
+    return parts
 
 
 def carve_val(

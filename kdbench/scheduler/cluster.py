@@ -17,9 +17,10 @@ def init_ray(
 ) -> bool:
     """Connect to Ray; returns whether this call started it (and so should shut it down).
 
-    No address: a local Ray bound to 127.0.0.1 only, with Ray's token authentication on (the
-    2.60 default for local clusters, left on), no dashboard. An already initialised Ray (a
-    test session, a notebook) is reused as it is.
+    No address: a new, private local Ray (``address="local"``: never one found through
+    RAY_ADDRESS or a ``ray start`` on this machine) bound to 127.0.0.1 only, with Ray's token
+    authentication on (the 2.60 default for local clusters, left on), no dashboard. An
+    already initialised Ray (a test session, a notebook) is reused as it is.
     """
     import ray
 
@@ -32,6 +33,7 @@ def init_ray(
         ray.init(address=address, **kwargs)
     else:
         ray.init(
+            address="local",
             num_cpus=num_cpus or os.cpu_count(),
             object_store_memory=object_store_memory,
             include_dashboard=False,

@@ -1,0 +1,90 @@
+"""The command line's small commands, the progress display and users' plugins."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+
+from kdbench.registry import Registry
+from kdbench.scheduler.progress import Progress
+from tests.conftest import REPO
+
+
+def kdbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kdbench", *args], capture_output=True, text=True, cwd=REPO
+    )
+
+
+def test_list_shows_what_the_registries_hold():
+    methods = kdbench("list", "methods")
+    assert methods.returncode == 0
+    assert "kd " in methods.stdout and "T=4.0" in methods.stdout and "scratch" in methods.stdout
+    assert "cnn_tiny" in kdbench("list", "models").stdout
+    datasets = kdbench("list", "datasets").stdout
+    assert "digits" in datasets and "cifar100" in datasets and "100 classes" in datasets
+
+
+def test_usage_errors_exit_2_in_one_line():
+    proc = kdbench("list", "metods")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "invalid choice" in proc.stderr
+    missing = kdbench("leaderboard", "/no/such/dir")
+    assert missing.returncode == 2 and "no such results directory" in missing.stderr
+
+
+def row(status="ok"):
+    return {
+        "phase": "final",
+        "status": status,
+        "dataset": "d",
+        "teacher": "t",
+        "student": "s",
+        "method": "kd",
+        "seed": 0,
+        "val_acc": 0.9,
+        "test_acc": 0.91,
+        "train_seconds": 1.5,
+        "error": "boom" if status == "failed" else None,
+    }
+
+
+def test_progress_on_a_terminal_redraws_one_status_line():
+    out = io.StringIO()
+    p = Progress(3, stream=out, live=True)
+    p.set_running(2)
+    p.finished(row())
+    p.finished(row("failed"))
+    text = out.getvalue()
+    assert "\r\033[K" in text
+    assert "2/3 done · 2 running · 1 failed" in text and "ETA" in text
+    assert "failed final   d t→s kd seed=0: boom" in text
+
+
+def test_progress_in_a_log_is_one_plain_line_per_trial():
+    out = io.StringIO()
+    p = Progress(2, stream=out, live=False)
+    p.finished(row())
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[1/2] ok     final   d t→s kd seed=0  val=0.900 test=0.910  1.5s"
+    assert lines[1].startswith("finished: 1/2 done · 0 running · 0 failed")
+    assert "\r" not in out.getvalue()
+
+
+def test_a_users_package_registers_through_an_entry_point(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(
+        textwrap.dedent("""
+        def tiny_mlp(*, num_classes, input_shape):
+            return ("model", num_classes, input_shape)
+    """)
+    )
+    dist = tmp_path / "my_models-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-models\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[kdbench.widgets]\ntiny_mlp = my_models:tiny_mlp\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    widgets: Registry = Registry("widget")
+    assert "tiny_mlp" in widgets
+    assert widgets.get("tiny_mlp")(num_classes=3, input_shape=(1, 2, 2)) == ("model", 3, (1, 2, 2))

@@ -1,0 +1,133 @@
+"""Real runs on a real local Ray: the driver, the tasks, the files, the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from kdbench.models import build_model
+from kdbench.results import COLUMNS, load
+from kdbench.scheduler.driver import run_suite
+from kdbench.suite import load_suite
+from tests.conftest import REPO, write_suite
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    # A second teacher comes from a checkpoint that does not fit its architecture: its trial
+    # fails, the students that need it fail with that reason, and the run goes on.
+    bad = tmp_path / "wrong_arch.pt"
+    torch.save(build_model("cnn_tiny", num_classes=10, input_shape=(1, 8, 8)).state_dict(), bad)
+    return write_suite(
+        tmp_path,
+        yaml.safe_dump(
+            {
+                "name": "e2e",
+                "datasets": ["synthetic"],
+                "pairs": [
+                    {"teacher": "cnn_small", "student": "cnn_tiny"},
+                    {
+                        "teacher": {"arch": "cnn_wide", "checkpoint": str(bad)},
+                        "student": "cnn_tiny",
+                    },
+                ],
+                "methods": ["kd"],
+                "seeds": [0, 1],
+                "budget": {"epochs": 2, "batch_size": 32},
+                "teacher": {"epochs": 2},
+                "tuning": {"trials": 0},
+            }
+        ),
+    )
+
+
+def test_a_run_writes_every_trial_and_a_rerun_trains_nothing(ray_local, suite_file, tmp_path):
+    results = tmp_path / "results"
+    summary = run_suite(load_suite(suite_file), results, live=False)
+    assert summary.planned == summary.ran == 2 + 2 * 2 * 2
+
+    df = pd.read_parquet(results)  # plain pandas, no kdbench
+    assert list(df.columns) == list(COLUMNS)
+    assert len(df) == 10 and df["trial_id"].is_unique
+    teachers = df[df.phase == "teacher"].set_index("teacher")
+    assert teachers.loc["cnn_small", "status"] == "ok"
+    assert teachers.loc["cnn_wide", "status"] == "failed"
+    assert "does not fit cnn_wide" in teachers.loc["cnn_wide", "error"]
+    finals = df[df.phase == "final"]
+    ok = finals[finals.status == "ok"]
+    assert len(ok) == 6  # both pairs' scratch + the good pair's kd
+    assert ok["test_acc"].between(0, 1).all() and ok["node_id"].notna().all()
+    failed = finals[finals.status == "failed"]
+    assert set(failed["method"]) == {"kd"} and failed["error"].str.contains("not available").all()
+    assert failed["test_acc"].isna().all()
+    good_kd = ok[(ok.method == "kd")]
+    assert good_kd["agreement"].between(0, 1).all() and good_kd["teacher_test_acc"].notna().all()
+
+    run_dir = results / "_runs" / summary.run_id
+    assert load_suite(suite_file).sha256() == (run_dir / "suite.sha256").read_text().strip()
+    assert "torch" in json.loads((run_dir / "run.json").read_text())["packages"]
+    curves = pd.read_parquet(run_dir / "curves")
+    assert set(curves["epoch"]) == {1, 2} and curves["trial_id"].nunique() == 7  # 1 teacher + 6 ok
+    assert len(list((results / "_cache" / "teachers").glob("*.pt"))) == 1
+
+    files = {p.name: p.stat().st_mtime_ns for p in (results / "trials").iterdir()}
+    again = run_suite(load_suite(suite_file), results, live=False)
+    assert again.ran == 0 and again.skipped == 10
+    assert {p.name: p.stat().st_mtime_ns for p in (results / "trials").iterdir()} == files
+
+    retry = run_suite(load_suite(suite_file), results, retry_failed=True, live=False)
+    assert retry.ran == 3  # the failed teacher and its two kd students, nothing else
+    assert len(load(results)) == 10
+
+
+def test_the_command_line_runs_prints_the_leaderboard_and_resumes(tmp_path):
+    suite = write_suite(
+        tmp_path,
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "datasets": ["synthetic"],
+                "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
+                "methods": ["kd"],
+                "seeds": [0, 1],
+                "budget": {"epochs": 2},
+                "teacher": {"epochs": 2},
+                "tuning": {"trials": 0},
+            }
+        ),
+    )
+    results = tmp_path / "out"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    cmd = [sys.executable, "-m", "kdbench", "run", str(suite), "--results", str(results)]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "### synthetic: cnn_small → cnn_tiny" in first.stdout
+    assert "| kd |" in first.stdout and "| scratch |" in first.stdout
+    assert "[5/5] ok" in first.stderr  # plain progress lines when not on a terminal
+    assert "finished: 5/5 done" in first.stderr
+
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert second.returncode == 0
+    assert "nothing to run: all 5 trials" in second.stderr
+    assert second.stdout == first.stdout
+    assert len(list((results / "_runs").iterdir())) == 1
+
+    csv = subprocess.run(
+        [sys.executable, "-m", "kdbench", "leaderboard", str(results), "--format", "csv"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert csv.returncode == 0
+    table = pd.read_csv(pd.io.common.StringIO(csv.stdout))
+    assert set(table["method"]) == {"kd", "scratch"} and table["n"].eq(2).all()
+
+    dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert dry.returncode == 0 and "0 to run, 5 already finished" in dry.stdout
