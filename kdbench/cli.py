@@ -9,11 +9,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdbench.errors import KdbenchError
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def _suite_and_plan(path: str):
+    from kdbench.plan import Plan
+    from kdbench.suite import Suite
+
+
+def _suite_and_plan(path: str) -> tuple[Suite, Plan]:
     from kdbench.plan import expand
     from kdbench.suite import load_suite
 
@@ -32,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, results, address=args.address, retry_failed=args.retry_failed)
     if summary.ran == 0:
         print(
-            f"nothing to run: all {summary.planned} trials of '{suite.name}' are finished in "
+            f"nothing to run: all {summary.skipped} trials of '{suite.name}' are finished in "
             f"{results} (use --retry-failed to rerun failed ones)",
             file=sys.stderr,
         )
@@ -46,34 +53,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(plan, results: Path, retry_failed: bool) -> int:
+def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     from kdbench.results import store
     from kdbench.scheduler.driver import Driver
     from kdbench.scheduler.estimate import estimate
+    from kdbench.tuning.studies import peek_finished
 
     suite = plan.suite
-    todo = Driver(plan, results, retry_failed=retry_failed).todo(
-        store.finished_trials(results) if results.is_dir() else {}
-    )
+    driver = Driver(plan, results, retry_failed=retry_failed)
+    driver.finished = store.finished_trials(results) if results.is_dir() else {}
+    tuned = peek_finished(results, suite.tuning.storage, [s.name for s in plan.studies])
     print(f"suite {suite.name} ({suite.source}, sha256 {suite.sha256()[:12]})")
     print(
         f"  {len(suite.datasets)} data sets × {len(suite.pairs)} pairs × {len(suite.methods)} "
         f"methods = {len(plan.cells)} cells; seeds {list(suite.seeds)}"
     )
+    studies = {s.cell.key: s for s in plan.studies}
     for cell in plan.cells:
-        print(f"    {cell.key}")
-    counts = {p: sum(1 for t in plan.trials if t.phase == p) for p in ("teacher", "tune", "final")}
+        study = studies.get(cell.key)
+        how = (
+            f"study {study.name}: {tuned.get(study.name, 0)}/{study.budget} trials done"
+            if study
+            else "not tuned (defaults + params)"
+        )
+        print(f"    {cell.key:<48} {how}")
+    counts = plan.counts()
+    left = [s for s in plan.representative() if s.phase == "tune" or driver.pending(s)]
+    left_tune = sum(max(s.budget - tuned.get(s.name, 0), 0) for s in plan.studies)
+    left = [s for s in left if s.phase != "tune"] + [s for s in left if s.phase == "tune"][
+        :left_tune
+    ]
     print(
         f"  trials: {counts['teacher']} teacher + {counts['tune']} tune + {counts['final']} final "
-        f"= {len(plan.trials)}; {len(todo)} to run, {len(plan.trials) - len(todo)} already "
-        f"finished in {results}"
+        f"= {sum(counts.values())}; {len(left)} left to run "
+        f"({len(driver.finished)} rows already in {results})"
     )
-    est = estimate(plan, todo)
+    est = estimate(plan, left)
     print(
         f"  estimated cost of what is left: {est.images:,} training images, "
         f"{est.macs / 1e12:.2f} TMAC, ≈ {est.cpu_seconds / 3600:.2f} CPU-hours "
-        f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times, "
-        "evaluation and scheduling not included)"
+        f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times; "
+        "pruning, evaluation and scheduling not counted)"
     )
     print("dry run: nothing was trained")
     return 0
@@ -87,7 +107,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _print_leaderboard(rows, fmt: str, out: str | None) -> None:
+def _print_leaderboard(rows: pd.DataFrame, fmt: str, out: str | None) -> None:
     from kdbench.results.leaderboard import leaderboard
     from kdbench.results.render import render
 

@@ -105,15 +105,49 @@ def _plain(budget: Budget) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class StudyPlan:
+    """A tuned cell: its study's name, search space and budget, and its teacher."""
+
+    cell: Cell
+    name: str
+    space: dict[str, Any]
+    budget: int
+    teacher: TrialSpec
+
+
+@dataclass(frozen=True)
 class Plan:
     suite: Suite
     cells: tuple[Cell, ...]
     teachers: tuple[TrialSpec, ...]
     finals: tuple[TrialSpec, ...]
+    """Final trials whose hyperparameters are known now (cells that are not tuned)."""
+    studies: tuple[StudyPlan, ...] = ()
+    """Tuned cells: their final trials follow from their studies' best trials."""
 
     @property
     def trials(self) -> tuple[TrialSpec, ...]:
+        """The trials known before tuning: teachers and the untuned cells' finals."""
         return self.teachers + self.finals
+
+    def counts(self) -> dict[str, int]:
+        seeds = len(self.suite.seeds)
+        return {
+            "teacher": len(self.teachers),
+            "tune": sum(s.budget for s in self.studies),
+            "final": len(self.finals) + seeds * len(self.studies),
+        }
+
+    def representative(self) -> list[TrialSpec]:
+        """Every trial the plan will run, tuned cells' at their default hyperparameters (for costs)."""
+        out = list(self.trials)
+        for s in self.studies:
+            hp = resolve_hparams(s.cell.method)
+            out += [tune_spec(self.suite, s.cell, s.teacher, n, hp) for n in range(s.budget)]
+            out += [
+                final_spec(self.suite, s.cell, s.teacher, seed, hp) for seed in self.suite.seeds
+            ]
+        return out
 
 
 def cells(suite: Suite) -> list[Cell]:
@@ -174,12 +208,50 @@ def final_spec(
     )
 
 
-def expand(suite: Suite) -> Plan:
-    """Teachers (one per data set × teacher × seed, or per checkpoint) and final trials.
+def tune_spec(
+    suite: Suite, cell: Cell, teacher: TrialSpec, number: int, hparams: tuple[tuple[str, Any], ...]
+) -> TrialSpec:
+    """Trial ``number`` of a cell's study: scored on `val` only, at the tuning seed."""
+    return TrialSpec(
+        phase="tune",
+        dataset=cell.dataset,
+        teacher=cell.pair.teacher,
+        student=cell.pair.student,
+        method=cell.method.name,
+        label=cell.method.label,
+        hparams=hparams,
+        seed=suite.tuning.seed,
+        epochs=suite.budget.epochs,
+        budget=suite.budget,
+        data=suite.data,
+        cpus=suite.resources.cpus_per_trial,
+        gpus=suite.resources.gpus_per_trial,
+        teacher_id=teacher.trial_id,
+        number=number,
+    )
 
-    The final trials here use the defaults with the suite's ``params``; the tuner replaces
-    them with each cell's best hyperparameters.
+
+def study_identity(suite: Suite, cell: Cell, teacher: TrialSpec) -> dict[str, Any]:
+    """What makes two tuning trials comparable: a study holds only such trials."""
+    probe = tune_spec(suite, cell, teacher, 0, resolve_hparams(cell.method))
+    ident = {k: v for k, v in probe.identity().items() if k not in ("hparams", "number", "phase")}
+    ident.update(
+        method_params=dict(cell.method.params),
+        search={k: repr(v) for k, v in cell.method.search},
+        tuning={"seed": suite.tuning.seed, "pruner": suite.tuning.pruner},
+    )
+    return ident
+
+
+def expand(suite: Suite) -> Plan:
+    """Teachers (one per data set × teacher × seed, or per checkpoint), studies and finals.
+
+    A cell is tuned when ``tuning.trials > 0`` and its method has something to search;
+    otherwise its final trials run the defaults with the suite's ``params``.
     """
+    from kdbench.tuning.space import search_space
+    from kdbench.tuning.studies import study_name
+
     hashes: dict[str, str] = {}
     teachers: dict[tuple[str, TeacherRef], TrialSpec] = {}
     for d in suite.datasets:
@@ -191,19 +263,23 @@ def expand(suite: Suite) -> Plan:
                     sha = hashes.setdefault(p.teacher.checkpoint, file_sha256(p.teacher.checkpoint))
                 teachers[key] = teacher_spec(suite, d, p.teacher, sha)
     all_cells = cells(suite)
-    finals = [
-        final_spec(
-            suite,
-            cell,
-            teachers[(cell.dataset, cell.pair.teacher)],
-            seed,
-            resolve_hparams(cell.method),
-        )
-        for cell in all_cells
-        for seed in suite.seeds
-    ]
+    finals: list[TrialSpec] = []
+    studies: list[StudyPlan] = []
+    for cell in all_cells:
+        teacher = teachers[(cell.dataset, cell.pair.teacher)]
+        space = search_space(cell.method) if suite.tuning.trials > 0 else {}
+        if space:
+            name = study_name(cell.key, study_identity(suite, cell, teacher))
+            studies.append(StudyPlan(cell, name, space, suite.tuning.trials, teacher))
+        else:
+            hp = resolve_hparams(cell.method)
+            finals += [final_spec(suite, cell, teacher, seed, hp) for seed in suite.seeds]
     return Plan(
-        suite=suite, cells=tuple(all_cells), teachers=tuple(teachers.values()), finals=tuple(finals)
+        suite=suite,
+        cells=tuple(all_cells),
+        teachers=tuple(teachers.values()),
+        finals=tuple(finals),
+        studies=tuple(studies),
     )
 
 

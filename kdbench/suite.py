@@ -84,7 +84,13 @@ class TuningConfig:
     seed: int = 0
     pruner: str = "median"
     timeout_s: float | None = None
+    """Per cell: stop asking once the study has tuned this long (summed over resumed runs)."""
     storage: str | None = None
+    """An SQLAlchemy URL (e.g. postgresql://user@host/db); default DIR/_studies/journal.log."""
+    total_trials: int | None = None
+    """Per suite: tuning trials over all cells together."""
+    total_timeout_s: float | None = None
+    """Per suite: seconds of tuning in one run; then every cell goes to its finals."""
 
 
 @dataclass(frozen=True)
@@ -574,15 +580,21 @@ def _teacher(c: _Checker, raw: Any) -> TeacherConfig:
 def _tuning(c: _Checker, raw: Any) -> TuningConfig:
     d = TuningConfig()
     raw = c.mapping(raw, "tuning", tuple(f.name for f in dataclasses.fields(TuningConfig)))
-    timeout = raw.get("timeout_s", d.timeout_s)
+
+    def optional(key: str, check: Any) -> Any:
+        value = raw.get(key, getattr(d, key))
+        return None if value is None else check(value, f"tuning.{key}")
+
     return TuningConfig(
         trials=c.integer(raw.get("trials", d.trials), "tuning.trials", minimum=0),
         seed=c.integer(raw.get("seed", d.seed), "tuning.seed", minimum=0),
         pruner=c.choice(raw.get("pruner", d.pruner), "tuning.pruner", PRUNERS),
-        timeout_s=None
-        if timeout is None
-        else c.number(timeout, "tuning.timeout_s", low=0, low_open=True),
+        timeout_s=optional("timeout_s", lambda v, k: c.number(v, k, low=0, low_open=True)),
         storage=c.string(raw.get("storage", d.storage), "tuning.storage", optional=True),
+        total_trials=optional("total_trials", lambda v, k: c.integer(v, k, minimum=1)),
+        total_timeout_s=optional(
+            "total_timeout_s", lambda v, k: c.number(v, k, low=0, low_open=True)
+        ),
     )
 
 

@@ -39,4 +39,4 @@ def digits(*, root: Path | None = None, val_fraction: float = 0.2) -> DataBundle
     )
 
 
-digits.info = DatasetInfo(num_classes=10, input_shape=(1, 8, 8), train=1078, test=360)  # type: ignore[attr-defined]
+digits.info = DatasetInfo(num_classes=10, input_shape=(1, 8, 8), train=1078, test=360, val=359)  # type: ignore[attr-defined]

@@ -29,8 +29,17 @@ class DatasetInfo:
     num_classes: int
     input_shape: tuple[int, int, int]
     train: int
-    """Images in the training data before `val` is carved from it (digits: its 60% train part)."""
+    """Training images before `val` is carved from them; with a fixed ``val``, after."""
     test: int
+    val: int | None = None
+    """A fixed validation split's size (digits); None: carved by ``data.val_fraction``."""
+
+    def split_sizes(self, val_fraction: float) -> tuple[int, int]:
+        """(train, val) images for a suite's ``data.val_fraction``."""
+        if self.val is not None:
+            return self.train, self.val
+        val = round(val_fraction * self.train)
+        return self.train - val, val
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -40,7 +49,7 @@ def dataset_info(name: str) -> DatasetInfo:
     if info is None:
         b = load_dataset(name)
         info = DatasetInfo(
-            b.num_classes, b.input_shape, len(b.train_y) + len(b.val_y), len(b.test_y)
+            b.num_classes, b.input_shape, len(b.train_y), len(b.test_y), len(b.val_y)
         )
     return info
 

@@ -48,4 +48,4 @@ def synthetic(*, root: Path | None = None, val_fraction: float = 0.2) -> DataBun
     )
 
 
-synthetic.info = DatasetInfo(num_classes=10, input_shape=(1, 8, 8), train=360, test=120)  # type: ignore[attr-defined]
+synthetic.info = DatasetInfo(num_classes=10, input_shape=(1, 8, 8), train=360, test=120, val=120)  # type: ignore[attr-defined]

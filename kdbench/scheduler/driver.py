@@ -7,9 +7,14 @@ directory. So a cluster needs no storage shared between the driver and the worke
 
 from __future__ import annotations
 
+import fcntl
 import io
+import math
+import os
 import secrets
+import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +25,23 @@ import torch
 import yaml
 
 from kdbench import provenance
+from kdbench.data import dataset_info
 from kdbench.errors import KdbenchError
-from kdbench.plan import Plan, TrialSpec, expand
+from kdbench.plan import (
+    Plan,
+    StudyPlan,
+    TrialSpec,
+    expand,
+    final_spec,
+    resolve_hparams,
+    tune_spec,
+)
 from kdbench.results import store
 from kdbench.scheduler.progress import Progress
 from kdbench.suite import Suite
 from kdbench.training.trial import RunInfo, TrialOutcome, describe_error, failed_row
+from kdbench.tuning.space import contains
+from kdbench.tuning.studies import StudyBook, StudySpec
 
 CACHE = "_cache"
 RUNS = "_runs"
@@ -102,6 +118,67 @@ def read_checkpoint(path: str) -> bytes:
     return buf.getvalue()
 
 
+class RunLock:
+    """One driver per results directory: a kernel lock that dies with its process.
+
+    Held for the whole run; a second ``kdbench run`` on the same directory is refused rather
+    than interleaving writes. A driver killed with SIGKILL releases it with its life.
+    """
+
+    def __init__(self, results_dir: Path) -> None:
+        self.path = results_dir / RUNS / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise KdbenchError(
+                f"{self.path.parent.parent} is being written by another kdbench run (pid {holder}); "
+                "wait for it to finish or give another --results directory"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+@dataclass
+class Item:
+    """A trial ready to submit; ``study`` names the study a tuning trial belongs to."""
+
+    spec: TrialSpec
+    study: str | None = None
+
+
+@dataclass
+class Work:
+    queue: deque[Item]
+    active: list[str]
+    """Studies that still ask or have trials running."""
+    expected: int
+    """Trials this run expects to finish (an upper bound: a study may stop early on time)."""
+
+
+class _SyncActor:
+    """Calls an actor's methods and waits for the answers, so that local and remote books read alike."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def __getattr__(self, name: str) -> Any:
+        import ray
+
+        method = getattr(self._actor, name)
+        return lambda *args: ray.get(method.remote(*args))
+
+
 class Driver:
     def __init__(
         self,
@@ -120,108 +197,250 @@ class Driver:
         self.progress = progress
         self.run_id = new_run_id()
         self.info = RunInfo(run_id=self.run_id, suite=self.suite.name, git_sha=provenance.git_sha())
+        self.studies = {s.name: s for s in plan.studies}
+        self.finished: dict[str, str] = {}
 
-    def todo(self, finished: dict[str, str]) -> list[TrialSpec]:
-        def pending(spec: TrialSpec) -> bool:
-            status = finished.get(spec.trial_id)
-            return status is None or (self.retry_failed and status == "failed")
+    # ------------------------------------------------------------------ planning
 
-        students = [s for s in self.plan.finals if pending(s)]
-        wanted = {s.teacher_id for s in students}
+    def pending(self, spec: TrialSpec) -> bool:
+        status = self.finished.get(spec.trial_id)
+        return status is None or (self.retry_failed and status == "failed")
+
+    def study_specs(self) -> list[StudySpec]:
+        t = self.suite.tuning
+        return [
+            StudySpec(
+                s.name,
+                s.space,
+                s.budget,
+                self.suite.budget.epochs,
+                t.timeout_s,
+                t,
+                start=start_point(s),
+                n_val=dataset_info(s.cell.dataset).split_sizes(self.suite.data.val_fraction)[1],
+            )
+            for s in self.plan.studies
+        ]
+
+    def open_book(self) -> StudyBook | None:
+        if not self.plan.studies:
+            return None
+        t = self.suite.tuning
+        return StudyBook(
+            str(self.results_dir), t.storage, self.study_specs(), t.total_trials, t.total_timeout_s
+        )
+
+    def finals_of(self, name: str, book: Any) -> list[TrialSpec]:
+        """A finished study's final trials: its best hyperparameters, every seed."""
+        study = self.studies[name]
+        best = book.best(name)
+        if best is None:
+            print(
+                f"kdbench: no tuning trial of {study.cell.key} completed; its finals use the "
+                "defaults",
+                file=sys.stderr,
+            )
+        hp = resolve_hparams(study.cell.method, best[0] if best else None)
+        return [
+            final_spec(self.suite, study.cell, study.teacher, seed, hp) for seed in self.suite.seeds
+        ]
+
+    def prepare(self, book: Any) -> Work:
+        """What is left: unfinished teachers and finals, interrupted and new tuning trials."""
+        self.finished = store.finished_trials(self.results_dir)
+        finals = [Item(s) for s in self.plan.finals if self.pending(s)]
+        tune_rows: dict[str, tuple[str, float | None]] = {}
+        if self.plan.studies:
+            rows = store.read_table(
+                self.results_dir,
+                columns=["trial_id", "status", "val_acc"],
+                filter=store.ds.field("phase") == "tune",
+            ).to_pylist()
+            tune_rows = {r["trial_id"]: (r["status"], r["val_acc"]) for r in rows}
+        active, expected = [], 0
+        for name, study in self.studies.items():
+            for number, params in book.interrupted(name):
+                spec = tune_spec(
+                    self.suite,
+                    study.cell,
+                    study.teacher,
+                    number,
+                    resolve_hparams(study.cell.method, params),
+                )
+                if spec.trial_id in tune_rows:  # its row was written before the driver died
+                    book.tell(name, number, *tune_rows[spec.trial_id])
+                else:
+                    finals.append(Item(spec, name))
+                    expected += 1
+            if book.done(name):
+                finals += [Item(s) for s in self.finals_of(name, book) if self.pending(s)]
+            else:
+                active.append(name)
+                done, running = book.counts(name)
+                expected += max(study.budget - done - running, 0) + len(self.suite.seeds)
+        wanted = {i.spec.teacher_id for i in finals} | {
+            self.studies[n].teacher.trial_id for n in active
+        }
         teachers = [
-            t
+            Item(t)
             for t in self.plan.teachers
-            if pending(t)
+            if self.pending(t)
             or (
                 t.trial_id in wanted
-                and finished.get(t.trial_id) == "ok"
+                and self.finished.get(t.trial_id) == "ok"
                 and not teacher_cache_path(self.results_dir, t.trial_id).exists()
             )
         ]
-        return teachers + students
+        queue = deque(teachers + finals)
+        return Work(queue=queue, active=active, expected=expected + len(queue))
+
+    # ------------------------------------------------------------------ running
 
     def run(self, address: str | None = None) -> RunSummary:
-        finished = store.finished_trials(self.results_dir)
-        todo = self.todo(finished)
-        summary = RunSummary(
-            run_id=self.run_id,
-            results_dir=self.results_dir,
-            planned=len(self.plan.trials),
-            skipped=len(self.plan.trials) - len(todo),
-        )
-        if not todo:
-            return summary
-        import ray
-
-        from kdbench.scheduler.cluster import cluster_cpus, init_ray
-
-        started_ray = init_ray(address)
-        try:
-            self._execute(
-                todo, summary, cluster_cpus() / max(self.suite.resources.cpus_per_trial, 1e-9)
+        with RunLock(self.results_dir):
+            work = self.prepare(self.open_book() or _NoStudies())
+            summary = RunSummary(
+                run_id=self.run_id, results_dir=self.results_dir, planned=work.expected, skipped=0
             )
-        finally:
-            if started_ray:
-                ray.shutdown()
+            if not work.queue and not work.active:
+                summary.skipped = len(self.finished)
+                return summary
+            import ray
+
+            from kdbench.scheduler.cluster import cluster_cpus, init_ray
+
+            started_ray = init_ray(address)
+            broker = None
+            try:
+                book: Any = _NoStudies()
+                if self.plan.studies:
+                    from kdbench.tuning.broker import start_broker
+
+                    t = self.suite.tuning
+                    broker = start_broker(
+                        str(self.results_dir),
+                        t.storage,
+                        self.study_specs(),
+                        t.total_trials,
+                        t.total_timeout_s,
+                    )
+                    book = _SyncActor(broker)
+                    work = self.prepare(book)  # the local look above changed nothing that matters
+                summary.skipped = sum(1 for s in self.finished.values() if s)
+                slots = cluster_cpus() / max(self.suite.resources.cpus_per_trial, 1e-9)
+                self._execute(work, book, broker, summary, slots)
+            finally:
+                if broker is not None:
+                    ray.kill(broker)
+                if started_ray:
+                    ray.shutdown()
         return summary
 
-    def _execute(self, todo: list[TrialSpec], summary: RunSummary, slots: float) -> None:
+    def _execute(
+        self, work: Work, book: Any, broker: Any, summary: RunSummary, slots: float
+    ) -> None:
         import ray
 
         from kdbench.data import load_dataset
+        from kdbench.methods import method_class
         from kdbench.scheduler.tasks import options, student_task, teacher_task
+        from kdbench.tuning.broker import Reporter
 
         t0 = time.monotonic()
         run_dir = record_run(self.results_dir, self.run_id, self.suite)
-        progress = self.progress or Progress(len(todo), live=self.live, slots=slots)
-        data_refs = {
-            d: ray.put(
-                load_dataset(
-                    d, root=self.suite.data.root, val_fraction=self.suite.data.val_fraction
-                )
-            )
-            for d in sorted({s.dataset for s in todo})
-        }
-
-        pending: dict[Any, TrialSpec] = {}
+        progress = self.progress or Progress(work.expected, live=self.live, slots=slots)
+        data_refs: dict[str, Any] = {}
         weights: dict[str, Any] = {}
         teachers_running: set[str] = set()
-        for spec in todo:
-            if spec.phase != "teacher":
-                continue
-            ckpt = read_checkpoint(spec.teacher.checkpoint) if spec.teacher.checkpoint else None
-            outcome_ref, weights_ref = teacher_task.options(**options(spec)).remote(
-                spec, data_refs[spec.dataset], self.info, ckpt
-            )
-            pending[outcome_ref] = spec
-            weights[spec.trial_id] = weights_ref
-            teachers_running.add(spec.trial_id)
-        for spec in todo:
-            if spec.phase == "teacher":
-                continue
+        inflight: dict[Any, Item] = {}
+        cap = (
+            math.ceil(slots) + 1
+        )  # one spare keeps a slot from idling between a finish and a submit
+        turn = 0
+
+        def data(name: str) -> Any:
+            if name not in data_refs:
+                data_refs[name] = ray.put(
+                    load_dataset(
+                        name, root=self.suite.data.root, val_fraction=self.suite.data.val_fraction
+                    )
+                )
+            return data_refs[name]
+
+        def teacher_weights(spec: TrialSpec) -> Any:
+            if spec.phase == "tune" and not method_class(spec.method).needs.teacher:
+                return None  # nothing to wait for: the tuning row reports no agreement
             assert spec.teacher_id is not None
             if spec.teacher_id not in weights:
                 weights[spec.teacher_id] = self._cached_teacher(spec.teacher_id)
-            ref = student_task.options(**options(spec)).remote(
-                spec, data_refs[spec.dataset], self.info, weights[spec.teacher_id]
-            )
-            pending[ref] = spec
+            return weights[spec.teacher_id]
 
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-            blocked = sum(1 for s in pending.values() if s.teacher_id in teachers_running)
-            progress.set_running(int(min(len(pending) - blocked, slots)))
+        def submit(item: Item) -> None:
+            spec = item.spec
+            if spec.phase == "teacher":
+                ckpt = read_checkpoint(spec.teacher.checkpoint) if spec.teacher.checkpoint else None
+                ref, weights[spec.trial_id] = teacher_task.options(**options(spec)).remote(
+                    spec, data(spec.dataset), self.info, ckpt
+                )
+                teachers_running.add(spec.trial_id)
+            else:
+                reporter = Reporter(broker, item.study, spec.number) if item.study else None
+                ref = student_task.options(**options(spec)).remote(
+                    spec, data(spec.dataset), self.info, teacher_weights(spec), reporter
+                )
+            inflight[ref] = item
+
+        def next_item() -> Item | None:
+            nonlocal turn
+            if work.queue:
+                return work.queue.popleft()
+            for _ in range(len(work.active)):
+                name = work.active[turn % len(work.active)]
+                turn += 1
+                if book.can_ask(name):
+                    number, params = book.ask(name)
+                    study = self.studies[name]
+                    hp = resolve_hparams(study.cell.method, params)
+                    return Item(tune_spec(self.suite, study.cell, study.teacher, number, hp), name)
+            return None
+
+        def settle() -> None:
+            """Studies that are done hand their finals to the queue."""
+            for name in list(work.active):
+                if book.done(name):
+                    work.active.remove(name)
+                    work.queue.extend(
+                        Item(s) for s in self.finals_of(name, book) if self.pending(s)
+                    )
+
+        while True:
+            settle()
+            while len(inflight) < cap and (item := next_item()) is not None:
+                submit(item)
+            if not inflight:
+                break
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            blocked = sum(1 for i in inflight.values() if i.spec.teacher_id in teachers_running)
+            progress.set_running(int(min(len(inflight) - blocked, slots)))
             for ref in ready:
-                spec = pending.pop(ref)
+                item = inflight.pop(ref)
+                spec = item.spec
                 outcome = self._collect(ref, spec)
                 if spec.phase == "teacher":
                     teachers_running.discard(spec.trial_id)
                     self._cache_teacher(spec, outcome, weights[spec.trial_id])
+                # The row first, then the study: a driver killed in between finds the row and
+                # tells the study from it instead of running the trial again.
                 store.write_trial(self.results_dir, outcome.row)
                 write_curve(run_dir, spec.trial_id, outcome.curve)
+                if item.study:
+                    book.tell(
+                        item.study, spec.number, outcome.row["status"], outcome.row.get("val_acc")
+                    )
                 summary.ran += 1
                 summary.failed += outcome.row["status"] == "failed"
                 summary.rows.append(outcome.row)
+                progress.total = max(progress.total, progress.done + 1 + len(inflight))
                 progress.finished(outcome.row)
         progress.close()
         summary.seconds = time.monotonic() - t0
@@ -265,6 +484,21 @@ class Driver:
         return ray.put(path.read_bytes() if path.exists() else None)
 
 
+def start_point(study: StudyPlan) -> dict[str, Any] | None:
+    """The defaults (with params) of a study's searched hyperparameters, if all lie in its ranges."""
+    defaults = dict(resolve_hparams(study.cell.method))
+    start = {k: defaults[k] for k in study.space}
+    inside = all(contains(d, start[k]) for k, d in study.space.items())
+    return start if inside else None
+
+
+class _NoStudies:
+    """The study book of a plan without tuned cells."""
+
+    def interrupted(self, name: str) -> list[tuple[int, dict[str, Any]]]:
+        return []
+
+
 def run_suite(
     suite: Suite,
     results_dir: str | Path | None = None,
@@ -274,13 +508,6 @@ def run_suite(
     live: bool | None = None,
 ) -> RunSummary:
     """Run (or resume) a suite; finished trials in ``results_dir`` are skipped."""
-    plan = expand(suite)
-    if suite.tuning.trials > 0:
-        raise KdbenchError(
-            f"{suite.source}: tuning.trials: {suite.tuning.trials} asks for tuning, which this "
-            "version of kdbench does not do yet; set tuning.trials: 0 to run the methods' "
-            "defaults (with params)"
-        )
     root = Path(results_dir) if results_dir else default_results_dir(suite)
     root.mkdir(parents=True, exist_ok=True)
-    return Driver(plan, root, retry_failed=retry_failed, live=live).run(address)
+    return Driver(expand(suite), root, retry_failed=retry_failed, live=live).run(address)

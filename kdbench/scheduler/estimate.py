@@ -91,7 +91,8 @@ def estimate(
         if spec.epochs == 0:  # a teacher loaded from a checkpoint: evaluation only
             continue
         info = dataset_info(spec.dataset)
-        n = info.train * spec.epochs
+        n_train, _ = info.split_sizes(spec.data.val_fraction)
+        n = n_train * spec.epochs
         images += n
         key = (spec.dataset, spec.student, spec.teacher.arch, spec.method, int(spec.cpus))
         if key not in probes:
@@ -101,11 +102,11 @@ def estimate(
                 input_shape=info.input_shape,
             )
             probes[key] = (
-                _probe(spec, min(batch, info.train)),
+                _probe(spec, min(batch, n_train)),
                 count_macs(model, info.input_shape),
             )
         step_s, model_macs = probes[key]
-        cpu_s += step_s * math.ceil(info.train / batch) * spec.epochs * spec.cpus
+        cpu_s += step_s * math.ceil(n_train / batch) * spec.epochs * spec.cpus
         macs += 3.0 * model_macs * n
     cpus = cpus_available or os.cpu_count() or 1
     return Estimate(

@@ -9,6 +9,7 @@ import ray
 from kdbench.data import DataBundle
 from kdbench.plan import TrialSpec
 from kdbench.training.trial import RunInfo, TrialOutcome, run_trial
+from kdbench.tuning.broker import Reporter
 
 # A node that dies mid-trial is retried elsewhere (system failures); an exception inside the
 # trial is not retried: run_trial turns it into a `failed` row.
@@ -27,9 +28,14 @@ def teacher_task(
 
 @ray.remote(max_retries=SYSTEM_RETRIES, retry_exceptions=False)
 def student_task(
-    spec: TrialSpec, data: DataBundle, info: RunInfo, teacher_weights: bytes | None
+    spec: TrialSpec,
+    data: DataBundle,
+    info: RunInfo,
+    teacher_weights: bytes | None,
+    reporter: Reporter | None = None,
 ) -> TrialOutcome:
-    return run_trial(spec, data, info, teacher_weights)
+    """A tune or final trial; a tune trial reports each epoch and returns early when pruned."""
+    return run_trial(spec, data, info, teacher_weights, reporter)
 
 
 def options(spec: TrialSpec) -> dict[str, Any]:

@@ -39,6 +39,8 @@ class FitResult:
     curve: list[EpochStats]
     images_seen: int
     train_seconds: float
+    stopped_early: bool = False
+    """``on_epoch`` asked to stop (a pruned tuning trial)."""
 
     @property
     def val_acc(self) -> float:
@@ -94,9 +96,12 @@ def fit(
     augment: bool,
     teacher: KDModel | None = None,
     device: torch.device | None = None,
-    on_epoch: Callable[[EpochStats], None] | None = None,
+    on_epoch: Callable[[EpochStats], bool | None] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``data.train`` with ``method``'s loss; validate after every epoch."""
+    """Train ``model`` on ``data.train`` with ``method``'s loss; validate after every epoch.
+
+    ``on_epoch`` sees each epoch's statistics; returning True stops training there (pruning).
+    """
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
@@ -167,6 +172,6 @@ def fit(
             terms={k: float(v / max(steps, 1)) for k, v in term_sums.items()},
         )
         curve.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
+        if on_epoch is not None and on_epoch(stats):
+            return FitResult(curve, seen, time.perf_counter() - start, stopped_early=True)
     return FitResult(curve=curve, images_seen=seen, train_seconds=time.perf_counter() - start)

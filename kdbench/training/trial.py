@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,10 +145,22 @@ def dump_weights(model: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
+Reporter = Callable[[int, float], bool]
+"""(epoch, validation accuracy) -> whether to stop the trial now (its study's pruner)."""
+
+
 def run_trial(
-    spec: TrialSpec, data: DataBundle, info: RunInfo, teacher_weights: bytes | None = None
+    spec: TrialSpec,
+    data: DataBundle,
+    info: RunInfo,
+    teacher_weights: bytes | None = None,
+    reporter: Reporter | None = None,
 ) -> TrialOutcome:
-    """Run one trial; an exception becomes a ``failed`` row with its reason, never a crash."""
+    """Run one trial; an exception becomes a ``failed`` row with its reason, never a crash.
+
+    A tuning trial reports its validation accuracy after every epoch through ``reporter``;
+    when the pruner says stop, training ends there and the row says ``pruned``.
+    """
     torch.set_num_threads(max(1, int(spec.cpus)))
     device = pick_device(spec.gpus)
     started = provenance.now()
@@ -157,7 +170,7 @@ def run_trial(
             if spec.phase == "teacher":
                 outcome = _teacher_trial(spec, data, info, device, teacher_weights)
             else:
-                outcome = _student_trial(spec, data, info, device, teacher_weights)
+                outcome = _student_trial(spec, data, info, device, teacher_weights, reporter)
         outcome.row["peak_mem_mb"] = mem.mb
     except Exception as exc:
         outcome = TrialOutcome(
@@ -245,6 +258,7 @@ def _student_trial(
     info: RunInfo,
     device: torch.device,
     teacher_weights: bytes | None,
+    reporter: Reporter | None = None,
 ) -> TrialOutcome:
     cls = method_class(spec.method)
     teacher: KDModel | None = None
@@ -285,15 +299,16 @@ def _student_trial(
         augment=spec.data.augment,
         teacher=teacher,
         device=device,
+        on_epoch=(lambda s: reporter(s.epoch, s.val_acc)) if reporter else None,
     )
     row = base_row(spec, info)
     row.update(
-        status="ok",
+        status="pruned" if result.stopped_early else "ok",
         val_acc=result.val_acc,
         student_params=params,
         student_macs=macs,
         images_seen=result.images_seen,
-        epoch_reported=spec.epochs,
+        epoch_reported=len(result.curve),
         train_seconds=result.train_seconds,
     )
     if spec.phase == "final":
