@@ -187,11 +187,17 @@ def teacher_spec(
     )
 
 
-def final_spec(
-    suite: Suite, cell: Cell, teacher: TrialSpec, seed: int, hparams: tuple[tuple[str, Any], ...]
+def _student_spec(
+    phase: str,
+    suite: Suite,
+    cell: Cell,
+    teacher: TrialSpec,
+    seed: int,
+    hparams: tuple[tuple[str, Any], ...],
+    number: int | None = None,
 ) -> TrialSpec:
     return TrialSpec(
-        phase="final",
+        phase=phase,
         dataset=cell.dataset,
         teacher=cell.pair.teacher,
         student=cell.pair.student,
@@ -205,30 +211,22 @@ def final_spec(
         cpus=suite.resources.cpus_per_trial,
         gpus=suite.resources.gpus_per_trial,
         teacher_id=teacher.trial_id,
+        number=number,
     )
+
+
+def final_spec(
+    suite: Suite, cell: Cell, teacher: TrialSpec, seed: int, hparams: tuple[tuple[str, Any], ...]
+) -> TrialSpec:
+    """A final trial: the cell's chosen hyperparameters at one of the suite's seeds."""
+    return _student_spec("final", suite, cell, teacher, seed, hparams)
 
 
 def tune_spec(
     suite: Suite, cell: Cell, teacher: TrialSpec, number: int, hparams: tuple[tuple[str, Any], ...]
 ) -> TrialSpec:
     """Trial ``number`` of a cell's study: scored on `val` only, at the tuning seed."""
-    return TrialSpec(
-        phase="tune",
-        dataset=cell.dataset,
-        teacher=cell.pair.teacher,
-        student=cell.pair.student,
-        method=cell.method.name,
-        label=cell.method.label,
-        hparams=hparams,
-        seed=suite.tuning.seed,
-        epochs=suite.budget.epochs,
-        budget=suite.budget,
-        data=suite.data,
-        cpus=suite.resources.cpus_per_trial,
-        gpus=suite.resources.gpus_per_trial,
-        teacher_id=teacher.trial_id,
-        number=number,
-    )
+    return _student_spec("tune", suite, cell, teacher, suite.tuning.seed, hparams, number)
 
 
 def study_identity(suite: Suite, cell: Cell, teacher: TrialSpec) -> dict[str, Any]:

@@ -115,3 +115,27 @@ def carve_val(
         num_classes=num_classes,
         augment=augment,
     )
+
+
+def fixed_split(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_classes: int,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    augment: AugmentSpec | None = None,
+) -> DataBundle:
+    """A data set without an official split: train/val/test cut by the fixed split seed."""
+    train, val, test = stratified_split(y, fractions)
+    return DataBundle(
+        name=name,
+        train_x=x[train],
+        train_y=y[train],
+        val_x=x[val],
+        val_y=y[val],
+        test_x=x[test],
+        test_y=y[test],
+        num_classes=num_classes,
+        augment=augment or AugmentSpec(),
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
+from kdbench.data.base import DataBundle, fixed_split
 from kdbench.data.registry import DATASETS, DatasetInfo
 
 
@@ -25,18 +25,7 @@ def digits(*, root: Path | None = None, val_fraction: float = 0.2) -> DataBundle
     raw = load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
     y = torch.tensor(raw.target, dtype=torch.long)
-    train, val, test = stratified_split(y, (0.6, 0.2, 0.2))
-    return DataBundle(
-        name="digits",
-        train_x=x[train],
-        train_y=y[train],
-        val_x=x[val],
-        val_y=y[val],
-        test_x=x[test],
-        test_y=y[test],
-        num_classes=10,
-        augment=AugmentSpec(),
-    )
+    return fixed_split("digits", x, y, num_classes=10)
 
 
 digits.info = DatasetInfo(num_classes=10, input_shape=(1, 8, 8), train=1078, test=360, val=359)  # type: ignore[attr-defined]

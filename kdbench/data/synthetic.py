@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
+from kdbench.data.base import DataBundle, fixed_split
 from kdbench.data.registry import DATASETS, DatasetInfo
 
 
@@ -34,18 +34,7 @@ def make_synthetic(
 def synthetic(*, root: Path | None = None, val_fraction: float = 0.2) -> DataBundle:
     """Generated prototypes + noise, 8×8, for fast tests."""
     x, y = make_synthetic()
-    train, val, test = stratified_split(y, (0.6, 0.2, 0.2))
-    return DataBundle(
-        name="synthetic",
-        train_x=x[train],
-        train_y=y[train],
-        val_x=x[val],
-        val_y=y[val],
-        test_x=x[test],
-        test_y=y[test],
-        num_classes=10,
-        augment=AugmentSpec(),
-    )
+    return fixed_split("synthetic", x, y, num_classes=10)
 
 
 synthetic.info = DatasetInfo(num_classes=10, input_shape=(1, 8, 8), train=360, test=120, val=120)  # type: ignore[attr-defined]

@@ -156,6 +156,20 @@ class MethodContext:
     """One image's shape (C, H, W)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
+    @classmethod
+    def for_data(
+        cls, student: nn.Module, teacher: nn.Module | None, data: Any, device: torch.device
+    ) -> MethodContext:
+        """The context of a trial on a ``DataBundle``."""
+        return cls(
+            student=student,
+            teacher=teacher,
+            num_classes=data.num_classes,
+            n_train=len(data.train_y),
+            input_shape=data.input_shape,
+            device=device,
+        )
+
 
 @dataclass
 class Step:

@@ -199,6 +199,7 @@ class Driver:
         self.info = RunInfo(run_id=self.run_id, suite=self.suite.name, git_sha=provenance.git_sha())
         self.studies = {s.name: s for s in plan.studies}
         self.finished: dict[str, str] = {}
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ planning
 
@@ -234,7 +235,8 @@ class Driver:
         """A finished study's final trials: its best hyperparameters, every seed."""
         study = self.studies[name]
         best = book.best(name)
-        if best is None:
+        if best is None and name not in self._warned:
+            self._warned.add(name)
             print(
                 f"kdbench: no tuning trial of {study.cell.key} completed; its finals use the "
                 "defaults",

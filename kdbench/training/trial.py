@@ -216,14 +216,7 @@ def _teacher_trial(
                 f"{spec.teacher.arch}: {str(exc).splitlines()[0]}"
             ) from None
     else:
-        ctx = MethodContext(
-            student=model,
-            teacher=None,
-            num_classes=data.num_classes,
-            n_train=len(data.train_y),
-            input_shape=data.input_shape,
-            device=device,
-        )
+        ctx = MethodContext.for_data(model, None, data, device)
         result = fit(
             model,
             data,
@@ -280,14 +273,7 @@ def _student_trial(
         spec.student, num_classes=data.num_classes, input_shape=data.input_shape
     ).to(device)
     params, macs = count_params(student), count_macs(student, data.input_shape)
-    ctx = MethodContext(
-        student=student,
-        teacher=teacher,
-        num_classes=data.num_classes,
-        n_train=len(data.train_y),
-        input_shape=data.input_shape,
-        device=device,
-    )
+    ctx = MethodContext.for_data(student, teacher, data, device)
     method = cls(dict(spec.hparams), ctx).to(device)
     result = fit(
         student,
