@@ -109,9 +109,10 @@ def _duration(seconds: float) -> str:
 
 def _print_leaderboard(rows: pd.DataFrame, fmt: str, out: str | None) -> None:
     from kdbench.results.leaderboard import leaderboard
+    from kdbench.results.reference import load_reference
     from kdbench.results.render import render
 
-    text = render(leaderboard(rows), fmt)
+    text = render(leaderboard(rows, load_reference()), fmt)
     if out:
         Path(out).write_text(text)
         print(f"wrote {out}", file=sys.stderr)
@@ -123,6 +124,32 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from kdbench.results import store
 
     _print_leaderboard(store.load(args.dir), args.format, args.output)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kdbench.results import store
+    from kdbench.results.report import write_report
+
+    if not Path(args.dir).is_dir():
+        raise KdbenchError(f"{args.dir}: no such results directory")
+    store.load(args.dir)  # an unreadable directory is said now, in one line
+    print(f"wrote {write_report(args.dir, args.output)}", file=sys.stderr)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from kdbench.results import store
+
+    if not Path(args.dir).is_dir():
+        raise KdbenchError(f"{args.dir}: no such results directory")
+    with store.RunLock(args.dir):
+        folded = store.compact(args.dir)
+    if folded:
+        for run_id, n in sorted(folded.items()):
+            print(f"{run_id}: {n} rows -> compacted/{run_id}.parquet")
+    else:
+        print("nothing to compact: no per-trial files")
     return 0
 
 
@@ -203,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--format", choices=FORMATS, default="markdown")
     lb.add_argument("-o", "--output", metavar="FILE")
     lb.set_defaults(func=cmd_leaderboard)
+
+    rp = sub.add_parser("report", help="a self-contained HTML report with tables and plots")
+    rp.add_argument("dir")
+    rp.add_argument("-o", "--output", metavar="FILE", default="report.html")
+    rp.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compact", help="fold per-trial files into one file per run")
+    cp.add_argument("dir")
+    cp.set_defaults(func=cmd_compact)
 
     v = sub.add_parser("validate", help="check suites without running them")
     v.add_argument("suites", nargs="+")

@@ -10,26 +10,43 @@ class Metric:
     column: str
     label: str
     higher_is_better: bool | None = True
-    """``None``: a count or a description, not a score."""
+    """``None``: a count or a description, not a score (never marked best)."""
     percent: bool = False
-    """Stored as a fraction in [0, 1], shown ×100."""
+    """Stored as a fraction in [0, 1] (or a difference of fractions), shown ×100."""
     signed: bool = False
     digits: int = 2
+    unit: str = ""
 
 
 PAIR_METRICS: tuple[Metric, ...] = (
-    Metric("mean", "test acc (%)", percent=True),
-    Metric("std", "± std", higher_is_better=False, percent=True),
+    Metric("mean", "test acc (%)", percent=True, unit="%"),
+    Metric("std", "std", higher_is_better=None, percent=True),
+    Metric("ci95", "95% CI ±", higher_is_better=None, percent=True),
     Metric("n", "n", higher_is_better=None, digits=0),
     Metric("delta_scratch", "Δ scratch", percent=True, signed=True),
     Metric("gap_closed", "gap closed (%)", percent=True),
     Metric("rank", "rank", higher_is_better=False, digits=0),
+    Metric("p_vs_kd", "p vs kd", higher_is_better=None, digits=3),
+    Metric("published", "published (%)", higher_is_better=None, percent=True),
+    Metric("delta_published", "Δ published", higher_is_better=None, percent=True, signed=True),
 )
 
 OVERALL_METRICS: tuple[Metric, ...] = (
     Metric("avg_rank", "avg rank", higher_is_better=False),
+    Metric("win_rate", "win rate (%)", percent=True),
+    Metric("wins", "pairs won", digits=0),
     Metric("pairs", "pairs", higher_is_better=None, digits=0),
     Metric("mean_delta_scratch", "mean Δ scratch", percent=True, signed=True),
 )
 
-METRICS = {m.column: m for m in PAIR_METRICS + OVERALL_METRICS}
+COST_METRICS: tuple[Metric, ...] = (
+    Metric("tune_trials", "tune trials", higher_is_better=None, digits=0),
+    Metric("final_trials", "final trials", higher_is_better=None, digits=0),
+    Metric("cpu_hours", "CPU-hours", higher_is_better=False, digits=4),
+    Metric("gpu_hours", "GPU-hours", higher_is_better=False, digits=4),
+    Metric("seconds_per_trial", "s / trial", higher_is_better=False, digits=1),
+    Metric("student_params", "student params", higher_is_better=None, digits=0),
+    Metric("images_seen", "images seen / trial", higher_is_better=None, digits=0),
+)
+
+METRICS = {m.column: m for m in PAIR_METRICS + OVERALL_METRICS + COST_METRICS}

@@ -11,6 +11,7 @@ Readers skip names starting with '.' or '_' (pyarrow's default), so an interrupt
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -29,6 +30,7 @@ from kdbench.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION
 
 TRIALS = "trials"
 COMPACTED = "compacted"
+RUNS = "_runs"
 
 
 def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
@@ -117,6 +119,18 @@ def read_table(
     return dataset.to_table(columns=columns, filter=filter)
 
 
+def latest(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial_id: the one that finished last.
+
+    A trial's row can stand twice for a moment: in ``trials/`` and in ``compacted/`` while a
+    compaction runs, or rewritten by ``--retry-failed`` after an earlier run was compacted.
+    """
+    if frame.empty or frame["trial_id"].is_unique:
+        return frame
+    order = frame["finished_at"].fillna("").to_numpy().argsort(kind="stable")
+    return frame.iloc[order].drop_duplicates("trial_id", keep="last").sort_index()
+
+
 def load(
     results_dir: str | os.PathLike[str], *, expand_hparams: bool = True, **filters: Any
 ) -> pd.DataFrame:
@@ -138,7 +152,7 @@ def load(
             else ds.field(column) == value
         )
         expr = term if expr is None else expr & term
-    df = read_table(results_dir, filter=expr).to_pandas()
+    df = latest(read_table(results_dir, filter=expr).to_pandas()).reset_index(drop=True)
     if expand_hparams and len(df):
         hp = pd.DataFrame([json.loads(h) if h else {} for h in df["hparams"]], index=df.index)
         df = pd.concat([df, hp.add_prefix("hp_")], axis=1)
@@ -154,3 +168,81 @@ def finished_trials(results_dir: str | os.PathLike[str]) -> dict[str, str]:
     return dict(
         zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True)
     )
+
+
+class RunLock:
+    """One driver per results directory: a kernel lock that dies with its process.
+
+    Held for the whole run; a second ``kdbench run`` on the same directory is refused rather
+    than interleaving writes. A driver killed with SIGKILL releases it with its life.
+    """
+
+    def __init__(self, results_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(results_dir) / RUNS / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise KdbenchError(
+                f"{self.path.parent.parent} is being written by another kdbench run (pid {holder}); "
+                "wait for it to finish or give another --results directory"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+def compact(results_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """Fold ``trials/*.parquet`` into ``compacted/<run_id>.parquet`` (rows per run returned).
+
+    Each run's file is rewritten atomically with its new rows added (a trial written again
+    replaces its older row, wherever that stood); only then are the folded trial files
+    removed. A reader in between sees a row twice, and ``load`` keeps one. The caller holds
+    the directory's RunLock.
+    """
+    root = Path(results_dir)
+    files = [p for p in result_files(root) if p.parent.name == TRIALS]
+    readable, tables = [], []
+    for path in files:
+        try:
+            tables.append(pq.read_table(path, schema=SCHEMA))
+            readable.append(path)
+        except Exception as exc:
+            warnings.warn(f"not compacting unreadable result file {path}: {exc}", stacklevel=2)
+    if not tables:
+        return {}
+    new = latest(pa.concat_tables(tables).to_pandas())
+    new_ids = set(new["trial_id"])
+    folded: dict[str, int] = {}
+    for run_id, rows in new.groupby("run_id", dropna=False):
+        name = str(run_id) if isinstance(run_id, str) else "unknown-run"
+        path = root / COMPACTED / f"{name}.parquet"
+        old = pq.read_table(path, schema=SCHEMA).to_pandas() if path.exists() else None
+        merged = rows if old is None else pd.concat([old[~old["trial_id"].isin(new_ids)], rows])
+        write_atomic(pa.Table.from_pandas(merged, schema=SCHEMA, preserve_index=False), path)
+        folded[name] = len(rows)
+    # A row folded into its run's file supersedes an older copy in another run's file.
+    for path in sorted((root / COMPACTED).glob("*.parquet")):
+        if path.stem in folded:
+            continue
+        ids = pq.read_table(path, columns=["trial_id"]).column("trial_id").to_pylist()
+        if new_ids.intersection(ids):
+            old = pq.read_table(path, schema=SCHEMA).to_pandas()
+            write_atomic(
+                pa.Table.from_pandas(
+                    old[~old["trial_id"].isin(new_ids)], schema=SCHEMA, preserve_index=False
+                ),
+                path,
+            )
+    for path in readable:
+        path.unlink(missing_ok=True)
+    return folded

@@ -7,10 +7,8 @@ directory. So a cluster needs no storage shared between the driver and the worke
 
 from __future__ import annotations
 
-import fcntl
 import io
 import math
-import os
 import secrets
 import sys
 import time
@@ -37,6 +35,7 @@ from kdbench.plan import (
     tune_spec,
 )
 from kdbench.results import store
+from kdbench.results.store import RUNS, RunLock
 from kdbench.scheduler.progress import Progress
 from kdbench.suite import Suite
 from kdbench.training.trial import RunInfo, TrialOutcome, describe_error, failed_row
@@ -44,7 +43,6 @@ from kdbench.tuning.space import contains
 from kdbench.tuning.studies import StudyBook, StudySpec
 
 CACHE = "_cache"
-RUNS = "_runs"
 
 
 @dataclass
@@ -116,37 +114,6 @@ def read_checkpoint(path: str) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
-
-
-class RunLock:
-    """One driver per results directory: a kernel lock that dies with its process.
-
-    Held for the whole run; a second ``kdbench run`` on the same directory is refused rather
-    than interleaving writes. A driver killed with SIGKILL releases it with its life.
-    """
-
-    def __init__(self, results_dir: Path) -> None:
-        self.path = results_dir / RUNS / ".lock"
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            raise KdbenchError(
-                f"{self.path.parent.parent} is being written by another kdbench run (pid {holder}); "
-                "wait for it to finish or give another --results directory"
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
 
 
 @dataclass
@@ -331,6 +298,7 @@ class Driver:
                 summary.skipped = sum(1 for s in self.finished.values() if s)
                 slots = cluster_cpus() / max(self.suite.resources.cpus_per_trial, 1e-9)
                 self._execute(work, book, broker, summary, slots)
+                store.compact(self.results_dir)  # one file per run; the lock is still held
             finally:
                 if broker is not None:
                     ray.kill(broker)

@@ -1,0 +1,215 @@
+"""Small SVG charts for the report: no plotting library, no network, no JavaScript."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+W, H = 520, 300
+LEFT, RIGHT, TOP, BOTTOM = 60, 16, 24, 70
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def _ticks(lo: float, hi: float, cap: float | None) -> list[float]:
+    """Nice ticks covering [lo, hi]; none above ``cap`` (100 for percentages) when hi ≤ cap."""
+    ticks = _nice_ticks(lo, hi)
+    if cap is not None and hi <= cap + 1e-9 and ticks[-1] > cap:
+        ticks = [t for t in ticks if t < cap] + [cap]
+    return ticks
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
+        hi = lo + 1.0
+    step = 10 ** math.floor(math.log10((hi - lo) / n))
+    for mult in (1, 2, 2.5, 5, 10):
+        if (hi - lo) / (step * mult) <= n:
+            step *= mult
+            break
+    start = math.floor(lo / step) * step
+    return [start + i * step for i in range(math.ceil((hi - start) / step) + 1)]
+
+
+def _svg(body: str, title: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+        f'role="img" aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>'
+        f'<rect width="{W}" height="{H}" fill="white"/>{body}</svg>'
+    )
+
+
+def _axis(y_ticks: list[float], y: Callable[[float], float], label: str, fmt: str = "{:g}") -> str:
+    out = [
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" stroke="#333"/>',
+        f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#333"/>',
+    ]
+    for t in y_ticks:
+        yy = y(t)
+        out.append(
+            f'<line x1="{LEFT - 4}" y1="{yy:.1f}" x2="{W - RIGHT}" y2="{yy:.1f}" stroke="#eee"/>'
+            f'<text x="{LEFT - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">'
+            f"{fmt.format(t)}</text>"
+        )
+    out.append(
+        f'<text x="14" y="{(TOP + H - BOTTOM) / 2:.0f}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(TOP + H - BOTTOM) / 2:.0f})">{html.escape(label)}</text>'
+    )
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    error: float = float("nan")
+    reference: float = float("nan")
+    """A published value, drawn as a diamond."""
+
+
+def bar_chart(
+    bars: Sequence[Bar],
+    *,
+    title: str,
+    ylabel: str,
+    lines: Sequence[tuple[str, float]] = (),
+    cap: float | None = 100.0,
+) -> str:
+    """Bars with ± error bars; horizontal reference lines (e.g. teacher, scratch)."""
+    values = [b.value for b in bars] + [
+        b.value - (b.error if math.isfinite(b.error) else 0) for b in bars
+    ]
+    values += [b.value + (b.error if math.isfinite(b.error) else 0) for b in bars]
+    values += [v for _, v in lines] + [b.reference for b in bars if math.isfinite(b.reference)]
+    lo, hi = min(values), max(values)
+    pad = max((hi - lo) * 0.15, 1e-3)
+    ticks = _ticks(lo - pad, min(hi + pad, cap) if cap is not None and hi <= cap else hi + pad, cap)
+    y0, y1 = ticks[0], ticks[-1]
+
+    def y(v: float) -> float:
+        return TOP + (H - BOTTOM - TOP) * (1 - (v - y0) / (y1 - y0))
+
+    slot = (W - LEFT - RIGHT) / max(len(bars), 1)
+    out = [_axis(ticks, y, ylabel)]
+    for i, b in enumerate(bars):
+        x = LEFT + slot * i + slot * 0.2
+        w = slot * 0.6
+        color = PALETTE[i % len(PALETTE)]
+        out.append(
+            f'<rect x="{x:.1f}" y="{y(b.value):.1f}" width="{w:.1f}" '
+            f'height="{max(y(y0) - y(b.value), 0):.1f}" fill="{color}" opacity="0.85">'
+            f"<title>{html.escape(b.label)}: {b.value:.4g}</title></rect>"
+        )
+        cx = x + w / 2
+        if math.isfinite(b.error) and b.error > 0:
+            top, bot = y(b.value + b.error), y(b.value - b.error)
+            out.append(
+                f'<line x1="{cx:.1f}" y1="{top:.1f}" x2="{cx:.1f}" y2="{bot:.1f}" stroke="#111"/>'
+                f'<line x1="{cx - 6:.1f}" y1="{top:.1f}" x2="{cx + 6:.1f}" y2="{top:.1f}" stroke="#111"/>'
+                f'<line x1="{cx - 6:.1f}" y1="{bot:.1f}" x2="{cx + 6:.1f}" y2="{bot:.1f}" stroke="#111"/>'
+            )
+        if math.isfinite(b.reference):
+            ry = y(b.reference)
+            out.append(
+                f'<path d="M{cx:.1f} {ry - 6:.1f} L{cx + 6:.1f} {ry:.1f} L{cx:.1f} {ry + 6:.1f} '
+                f'L{cx - 6:.1f} {ry:.1f} Z" fill="white" stroke="#111">'
+                f"<title>published: {b.reference:.4g}</title></path>"
+            )
+        out.append(
+            f'<text x="{cx:.1f}" y="{H - BOTTOM + 14}" font-size="11" text-anchor="end" '
+            f'transform="rotate(-35 {cx:.1f} {H - BOTTOM + 14})">{html.escape(b.label)}</text>'
+        )
+    for name, v in lines:
+        out.append(
+            f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{W - RIGHT}" y2="{y(v):.1f}" stroke="#444" '
+            f'stroke-dasharray="5 4"/><text x="{W - RIGHT - 2}" y="{y(v) - 4:.1f}" font-size="11" '
+            f'text-anchor="end">{html.escape(name)}</text>'
+        )
+    return _svg("".join(out), title)
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    label: str
+    series: str = ""
+    hollow: bool = False
+
+
+def scatter(
+    points: Sequence[Point],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    log_x: bool = False,
+    cap: float | None = 100.0,
+    names: bool = False,
+) -> str:
+    """Points coloured by series; hollow points for, e.g., pruned trials."""
+    pts = [
+        p for p in points if math.isfinite(p.x) and math.isfinite(p.y) and (p.x > 0 or not log_x)
+    ]
+    if not pts:
+        return _svg(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text>', title)
+    tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
+    xs, ys = [tx(p.x) for p in pts], [p.y for p in pts]
+    xpad = max((max(xs) - min(xs)) * 0.08, 1e-3)
+    ypad = max((max(ys) - min(ys)) * 0.1, 1e-3)
+    x0, x1 = min(xs) - xpad, max(xs) + xpad
+    top = min(max(ys) + ypad, cap) if cap is not None and max(ys) <= cap else max(ys) + ypad
+    yt = _ticks(min(ys) - ypad, top, cap)
+    y0, y1 = yt[0], yt[-1]
+
+    def X(v: float) -> float:
+        return LEFT + (W - LEFT - RIGHT) * (v - x0) / (x1 - x0)
+
+    def Y(v: float) -> float:
+        return TOP + (H - BOTTOM - TOP) * (1 - (v - y0) / (y1 - y0))
+
+    out = [_axis(yt, Y, ylabel)]
+    for t in _nice_ticks(x0, x1):
+        if x0 <= t <= x1:
+            label = f"{10**t:.3g}" if log_x else f"{t:g}"
+            out.append(
+                f'<text x="{X(t):.1f}" y="{H - BOTTOM + 16}" font-size="11" '
+                f'text-anchor="middle">{label}</text>'
+            )
+    out.append(
+        f'<text x="{(LEFT + W - RIGHT) / 2:.0f}" y="{H - BOTTOM + 36}" font-size="12" '
+        f'text-anchor="middle">{html.escape(xlabel)}{" (log)" if log_x else ""}</text>'
+    )
+    series = sorted({p.series for p in pts})
+    for p in pts:
+        color = PALETTE[series.index(p.series) % len(PALETTE)]
+        fill = "white" if p.hollow else color
+        out.append(
+            f'<circle cx="{X(tx(p.x)):.1f}" cy="{Y(p.y):.1f}" r="5" fill="{fill}" stroke="{color}" '
+            f'stroke-width="2"><title>{html.escape(p.label)}</title></circle>'
+        )
+        if names:
+            out.append(
+                f'<text x="{X(tx(p.x)) + 7:.1f}" y="{Y(p.y) - 6:.1f}" font-size="10">'
+                f"{html.escape(p.label.split(' on ')[0])}</text>"
+            )
+    for i, s in enumerate(series if len(series) > 1 or series[0] else []):
+        color = PALETTE[i % len(PALETTE)]
+        out.append(
+            f'<circle cx="{LEFT + 10 + 110 * (i % 4)}" cy="{H - 14 - 14 * (i // 4)}" r="5" '
+            f'fill="{color}"/><text x="{LEFT + 18 + 110 * (i % 4)}" y="{H - 10 - 14 * (i // 4)}" '
+            f'font-size="11">{html.escape(s)}</text>'
+        )
+    return _svg("".join(out), title)

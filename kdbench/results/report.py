@@ -1,0 +1,234 @@
+"""``kdbench report``: one self-contained HTML file (no network, no JavaScript) with the
+leaderboard tables, per-pair bar charts with error bars, accuracy against cost, the
+sensitivity of each tuned method to its hyperparameters, and dataset-distillation images.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+import kdbench
+from kdbench.results import store
+from kdbench.results.charts import Bar, Point, bar_chart, scatter
+from kdbench.results.leaderboard import PAIR_KEYS, Leaderboard, leaderboard
+from kdbench.results.reference import load_reference
+from kdbench.results.render import FOOTNOTE, STYLE, html_tables, pair_title
+
+
+def _runs(results_dir: Path) -> list[dict]:
+    out = []
+    for run_json in sorted((results_dir / "_runs").glob("*/run.json")):
+        info = json.loads(run_json.read_text())
+        out.append(
+            {
+                "run_id": run_json.parent.name,
+                "started_at": info.get("started_at"),
+                "git_sha": info.get("git_sha"),
+                "source": info.get("source"),
+            }
+        )
+    return out
+
+
+def _pair_chart(board: Leaderboard, key: tuple[str, str, str]) -> str:
+    group = board.pairs[(board.pairs[PAIR_KEYS] == pd.Series(key, index=PAIR_KEYS)).all(axis=1)]
+    bars = [
+        Bar(
+            r.method,
+            100 * r.mean,
+            100 * r.std if pd.notna(r.std) else math.nan,
+            100 * r.published if pd.notna(r.published) else math.nan,
+        )
+        for r in group.itertuples()
+    ]
+    lines = []
+    t_acc = group["teacher_acc"].iloc[0]
+    if pd.notna(t_acc):
+        lines.append(("teacher", 100 * t_acc))
+    return bar_chart(
+        bars, title=f"test accuracy, {pair_title(*key, None)}", ylabel="test acc (%)", lines=lines
+    )
+
+
+def _cost_chart(board: Leaderboard) -> str:
+    merged = board.pairs.merge(board.cost, on=[*PAIR_KEYS, "method"], how="inner")
+    points = [
+        Point(
+            r.cpu_hours,
+            100 * r.mean,
+            f"{r.method} on {r.dataset} {r.teacher}→{r.student}: {100 * r.mean:.2f}%, "
+            f"{r.cpu_hours:.4f} CPU-h",
+            series=f"{r.dataset} {r.teacher}→{r.student}",
+        )
+        for r in merged.itertuples()
+        if r.cpu_hours > 0
+    ]
+    return scatter(
+        points,
+        title="accuracy against cost",
+        xlabel="CPU-hours (tuning + final)",
+        ylabel="test acc (%)",
+        log_x=True,
+        names=len(points) <= 12,
+    )
+
+
+def _sensitivity(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(caption, svg): validation accuracy against each searched hyperparameter."""
+    tune = rows[(rows["phase"] == "tune") & rows["val_acc"].notna()]
+    out = []
+    for (dataset, teacher, student, method), group in tune.groupby([*PAIR_KEYS, "method"]):
+        for col in sorted(c for c in group.columns if c.startswith("hp_")):
+            values = pd.to_numeric(group[col], errors="coerce")
+            if values.nunique() < 2:
+                continue
+            positive = (values > 0).all()
+            log_x = bool(positive and values.max() / values.min() > 20)
+            points = [
+                Point(
+                    float(v),
+                    100 * acc,
+                    f"{col[3:]}={v:.4g}: {100 * acc:.2f}% ({status})",
+                    hollow=status != "ok",
+                )
+                for v, acc, status in zip(values, group["val_acc"], group["status"], strict=True)
+            ]
+            caption = f"{method} on {dataset} {teacher}→{student}: val acc against {col[3:]}"
+            out.append(
+                (
+                    caption,
+                    scatter(
+                        points, title=caption, xlabel=col[3:], ylabel="val acc (%)", log_x=log_x
+                    ),
+                )
+            )
+    return out
+
+
+def _image_grids(rows: pd.DataFrame, results_dir: Path) -> list[tuple[str, str]]:
+    """(caption, PNG data URI) for every artifact holding images (synthetic sets)."""
+    import torch
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    out = []
+    with_artifact = rows[rows["artifact"].notna() & (rows["phase"] == "final")]
+    for r in with_artifact.drop_duplicates("artifact").itertuples():
+        path = results_dir / r.artifact
+        if path.suffix != ".pt" or not path.exists():
+            continue
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            continue
+        if not isinstance(blob, dict) or not isinstance(blob.get("images"), torch.Tensor):
+            continue
+        images = blob["images"].float()
+        labels = blob.get("labels")
+        if isinstance(labels, torch.Tensor) and len(labels) == len(images):
+            order = torch.argsort(labels, stable=True)
+            images = images[order]
+            per_class = int(torch.bincount(labels).max())
+        else:
+            per_class = 10
+        grid = make_grid(images, nrow=max(per_class, 1), normalize=True, scale_each=True, padding=1)
+        array = (grid.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()
+        img = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
+        scale = max(1, 256 // max(img.size))
+        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        out.append((f"{r.method} on {r.dataset} ({len(images)} images, seed {r.seed})", uri))
+    return out
+
+
+def build_report(results_dir: str | os.PathLike[str]) -> str:
+    root = Path(results_dir)
+    rows = store.load(root)
+    board = leaderboard(rows, load_reference())
+    runs = _runs(root)
+    suites = ", ".join(sorted(rows["suite"].dropna().unique())) or root.name
+    title = f"kdbench report: {suites}"
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    counts = rows.groupby(["phase", "status"]).size() if len(rows) else pd.Series(dtype=int)
+    summary = ", ".join(f"{n} {phase} {status}" for (phase, status), n in counts.items())
+    parts.append(
+        f'<p class="note">{len(rows)} result rows ({html.escape(summary)}) in '
+        f"{html.escape(str(root))}; {len(runs)} runs; kdbench {kdbench.__version__}.</p>"
+    )
+    tables = html_tables(board)
+    if board.pairs.empty:
+        parts.append("<p>No finished final trials yet: nothing to rank.</p>")
+    for key, _ in board.pairs.groupby(PAIR_KEYS, sort=False):
+        t_title = pair_title(
+            *key,
+            board.pairs.loc[
+                (board.pairs[PAIR_KEYS] == pd.Series(key, index=PAIR_KEYS)).all(axis=1),
+                "teacher_acc",
+            ].iloc[0],
+        )
+        parts.append(
+            f"<h2>{html.escape(t_title)}</h2>{tables[t_title]}"
+            f"<figure>{_pair_chart(board, key)}<figcaption>Mean test accuracy over the final "
+            "seeds, ± one standard deviation; dashed: the teacher; ◇: the published number."
+            "</figcaption></figure>"
+        )
+    if not board.pairs.empty:
+        parts.append(f"<h2>Overall</h2>{tables['Overall']}")
+    parts.append(f"<h2>Cost</h2>{tables['Cost']}")
+    if not board.pairs.empty:
+        parts.append(
+            f"<figure>{_cost_chart(board)}<figcaption>Each point is a method on a pair: its "
+            "mean test accuracy against the CPU-hours its tuning and final trials took."
+            "</figcaption></figure>"
+        )
+    sens = _sensitivity(rows)
+    if sens:
+        parts.append(
+            '<h2>Hyperparameter sensitivity</h2><p class="note">Every tuning trial: '
+            "validation accuracy against each searched hyperparameter; hollow points "
+            "were pruned or failed.</p>"
+        )
+        parts += [
+            f"<figure>{svg}<figcaption>{html.escape(c)}</figcaption></figure>" for c, svg in sens
+        ]
+    grids = _image_grids(rows, root)
+    if grids:
+        parts.append("<h2>Dataset distillation: synthetic sets</h2>")
+        parts += [
+            f'<figure><img alt="{html.escape(c)}" src="{uri}"><figcaption>{html.escape(c)}'
+            "</figcaption></figure>"
+            for c, uri in grids
+        ]
+    if runs:
+        run_rows = "".join(
+            f"<tr><td>{html.escape(str(r['run_id']))}</td><td>{html.escape(str(r['started_at']))}"
+            f"</td><td>{html.escape(str(r['git_sha']))}</td><td>{html.escape(str(r['source']))}"
+            "</td></tr>"
+            for r in runs
+        )
+        parts.append(
+            "<h2>Runs</h2><table><thead><tr><th>run</th><th>started</th><th>git</th>"
+            f"<th>suite file</th></tr></thead><tbody>{run_rows}</tbody></table>"
+        )
+    parts.append(f'<p class="note">{html.escape(FOOTNOTE)}</p>')
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def write_report(results_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_report(results_dir))
+    return out
