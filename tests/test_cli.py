@@ -88,3 +88,33 @@ def test_a_users_package_registers_through_an_entry_point(tmp_path, monkeypatch)
     widgets: Registry = Registry("widget")
     assert "tiny_mlp" in widgets
     assert widgets.get("tiny_mlp")(num_classes=3, input_shape=(1, 2, 2)) == ("model", 3, (1, 2, 2))
+
+
+def test_leaderboard_formats_report_and_compact_from_the_command_line(tmp_path):
+    from kdbench.results import store
+    from tests.test_results import row
+
+    for i, (m, acc) in enumerate([("scratch", 0.9), ("scratch", 0.91), ("kd", 0.93), ("kd", 0.94)]):
+        store.write_trial(tmp_path, row(f"x{i}", method=m, seed=i % 2, test_acc=acc))
+    for fmt, marker in (
+        ("markdown", "### digits"),
+        ("csv", "dataset,teacher"),
+        ("html", "<!DOCTYPE html>"),
+        ("latex", "\\toprule"),
+        ("json", '"pairs"'),
+    ):
+        out = kdbench("leaderboard", str(tmp_path), "--format", fmt)
+        assert out.returncode == 0 and marker in out.stdout, (fmt, out.stderr)
+    target = tmp_path / "lb.tex"
+    assert (
+        kdbench("leaderboard", str(tmp_path), "--format", "latex", "-o", str(target)).returncode
+        == 0
+    )
+    assert "\\bottomrule" in target.read_text()
+    report = tmp_path / "r.html"
+    assert kdbench("report", str(tmp_path), "-o", str(report)).returncode == 0
+    assert "<h2>Overall" in report.read_text()
+    compacted = kdbench("compact", str(tmp_path))
+    assert compacted.returncode == 0 and "r1: 4 rows -> compacted/r1.parquet" in compacted.stdout
+    assert "nothing to compact" in kdbench("compact", str(tmp_path)).stdout
+    assert kdbench("report", "/no/such/dir").returncode == 2

@@ -77,14 +77,21 @@ def test_a_run_writes_every_trial_and_a_rerun_trains_nothing(ray_local, suite_fi
     assert set(curves["epoch"]) == {1, 2} and curves["trial_id"].nunique() == 7  # 1 teacher + 6 ok
     assert len(list((results / "_cache" / "teachers").glob("*.pt"))) == 1
 
-    files = {p.name: p.stat().st_mtime_ns for p in (results / "trials").iterdir()}
+    # the run ended by folding its trial files into one file
+    assert not list((results / "trials").glob("*.parquet"))
+    assert [p.stem for p in (results / "compacted").glob("*.parquet")] == [summary.run_id]
+
+    def written():
+        return {p: p.stat().st_mtime_ns for p in results.glob("[!_]*/*.parquet")}
+
+    files = written()
     again = run_suite(load_suite(suite_file), results, live=False)
     assert again.ran == 0 and again.skipped == 10
-    assert {p.name: p.stat().st_mtime_ns for p in (results / "trials").iterdir()} == files
+    assert written() == files  # nothing trained, nothing rewritten
 
     retry = run_suite(load_suite(suite_file), results, retry_failed=True, live=False)
     assert retry.ran == 3  # the failed teacher and its two kd students, nothing else
-    assert len(load(results)) == 10
+    assert len(load(results)) == 10 and pd.read_parquet(results)["trial_id"].is_unique
 
 
 def test_the_command_line_runs_prints_the_leaderboard_and_resumes(tmp_path):

@@ -147,3 +147,82 @@ def test_unreadable_file_is_skipped_with_a_warning_naming_it(tmp_path):
 def test_a_row_with_a_column_outside_the_schema_is_refused(tmp_path):
     with pytest.raises(ValueError, match="outside the schema"):
         store.write_trial(tmp_path, row("a", accuracy=0.5))
+
+
+def test_compaction_folds_trials_into_one_file_per_run_and_loses_nothing(tmp_path):
+    for i in range(5):
+        store.write_trial(
+            tmp_path, row(f"a{i}", run_id="r1", seed=i, finished_at=f"2026-01-01T00:0{i}")
+        )
+    for i in range(3):
+        store.write_trial(
+            tmp_path, row(f"b{i}", run_id="r2", seed=i, finished_at=f"2026-01-02T00:0{i}")
+        )
+    before = pd.read_parquet(tmp_path).sort_values("trial_id").reset_index(drop=True)
+    assert store.compact(tmp_path) == {"r1": 5, "r2": 3}
+    assert not list((tmp_path / "trials").glob("*.parquet"))
+    assert sorted(p.name for p in (tmp_path / "compacted").iterdir()) == [
+        "r1.parquet",
+        "r2.parquet",
+    ]
+    after = pd.read_parquet(tmp_path).sort_values("trial_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    # more rows of a compacted run, and a failed trial retried by a later run
+    store.write_trial(tmp_path, row("a5", run_id="r1", finished_at="2026-01-01T00:09"))
+    store.write_trial(tmp_path, row("b0", run_id="r3", status="ok", finished_at="2026-01-03T00:00"))
+    mid = load(tmp_path)  # both copies of b0 exist now: load keeps the newer
+    assert len(mid) == 9 and mid.set_index("trial_id").loc["b0", "run_id"] == "r3"
+    store.compact(tmp_path)
+    raw = pd.read_parquet(tmp_path)
+    assert raw["trial_id"].is_unique and len(raw) == 9  # the old b0 left r2's file
+    assert raw.set_index("trial_id").loc["b0", "run_id"] == "r3"
+
+
+def test_files_written_by_an_older_schema_still_load(tmp_path):
+    import pyarrow as pa
+
+    old = pa.table(
+        {
+            "schema_version": pa.array([0], pa.int32()),
+            "trial_id": ["old"],
+            "run_id": ["r0"],
+            "phase": ["final"],
+            "status": ["ok"],
+            "dataset": ["digits"],
+            "teacher": ["cnn_wide"],
+            "student": ["cnn_tiny"],
+            "method": ["kd"],
+            "seed": pa.array([3], pa.int32()),
+            "hparams": ['{"T": 2.0}'],
+            "test_acc": [0.9],
+        }
+    )
+    (tmp_path / "trials").mkdir()
+    pq.write_table(old, tmp_path / "trials" / "old.parquet")
+    store.write_trial(tmp_path, row("new"))
+    df = load(tmp_path).set_index("trial_id")
+    assert df.loc["old", "seed"] == 3 and df["seed"].dtype.kind == "i"
+    assert pd.isna(df.loc["old", "agreement"]) and df.loc["old", "hp_T"] == 2.0
+    assert df.loc["new", "schema_version"] == 1
+
+
+def test_loading_while_a_run_writes_sees_whole_rows_only(tmp_path):
+    import threading
+
+    stop = threading.Event()
+
+    def writer():
+        for i in range(150):
+            store.write_trial(tmp_path, row(f"w{i:03d}", seed=i))
+        stop.set()
+
+    store.write_trial(tmp_path, row("first"))
+    t = threading.Thread(target=writer)
+    t.start()
+    counts = []
+    while not stop.is_set():
+        df = load(tmp_path)
+        assert df["trial_id"].is_unique and df["test_acc"].notna().all()
+        counts.append(len(df))
+    t.join()
+    assert counts == sorted(counts) and len(load(tmp_path)) == 151

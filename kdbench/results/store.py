@@ -90,19 +90,37 @@ def result_files(results_dir: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-def _dataset(results_dir: Path) -> ds.Dataset | None:
-    """The readable result files as one dataset; an unreadable file is skipped with a warning."""
-    good: list[str] = []
-    for path in result_files(results_dir):
+def _scan(
+    paths: list[Path], columns: list[str] | None, filter: ds.Expression | None, why: str
+) -> tuple[pa.Table, list[Path]]:
+    """Read many result files in one scan; on a bad file, find it, warn once, read the rest.
+
+    Returns the table and the files it came from. The fast path opens every file once; only
+    when the scan fails is each footer checked, to name the unreadable file.
+    """
+    empty = SCHEMA.empty_table().select(columns or list(COLUMNS))
+    if not paths:
+        return empty, []
+    try:
+        table = ds.dataset([str(p) for p in paths], format="parquet", schema=SCHEMA).to_table(
+            columns=columns, filter=filter
+        )
+        return table, paths
+    except (OSError, pa.ArrowException):
+        pass
+    good = []
+    for path in paths:
         try:
             pq.read_metadata(path)
+            good.append(path)
         except Exception as exc:
-            warnings.warn(f"skipping unreadable result file {path}: {exc}", stacklevel=3)
-            continue
-        good.append(str(path))
+            warnings.warn(f"{why} unreadable result file {path}: {exc}", stacklevel=3)
     if not good:
-        return None
-    return ds.dataset(good, format="parquet", schema=SCHEMA)
+        return empty, []
+    table = ds.dataset([str(p) for p in good], format="parquet", schema=SCHEMA).to_table(
+        columns=columns, filter=filter
+    )
+    return table, good
 
 
 def read_table(
@@ -110,13 +128,11 @@ def read_table(
     columns: list[str] | None = None,
     filter: ds.Expression | None = None,
 ) -> pa.Table:
+    """Every result row of a directory (filtered in pyarrow); unreadable files are skipped."""
     root = Path(results_dir)
     if not root.is_dir():
         raise KdbenchError(f"{root}: no such results directory")
-    dataset = _dataset(root)
-    if dataset is None:
-        return SCHEMA.empty_table().select(columns or list(COLUMNS))
-    return dataset.to_table(columns=columns, filter=filter)
+    return _scan(result_files(root), columns, filter, "skipping")[0]
 
 
 def latest(frame: pd.DataFrame) -> pd.DataFrame:
@@ -211,16 +227,10 @@ def compact(results_dir: str | os.PathLike[str]) -> dict[str, int]:
     """
     root = Path(results_dir)
     files = [p for p in result_files(root) if p.parent.name == TRIALS]
-    readable, tables = [], []
-    for path in files:
-        try:
-            tables.append(pq.read_table(path, schema=SCHEMA))
-            readable.append(path)
-        except Exception as exc:
-            warnings.warn(f"not compacting unreadable result file {path}: {exc}", stacklevel=2)
-    if not tables:
+    table, readable = _scan(files, None, None, "not compacting")
+    if not readable:
         return {}
-    new = latest(pa.concat_tables(tables).to_pandas())
+    new = latest(table.to_pandas())
     new_ids = set(new["trial_id"])
     folded: dict[str, int] = {}
     for run_id, rows in new.groupby("run_id", dropna=False):

@@ -43,6 +43,8 @@ from kdbench.tuning.space import contains
 from kdbench.tuning.studies import StudyBook, StudySpec
 
 CACHE = "_cache"
+COMPACT_EVERY = 500
+"""During a long run, fold the per-trial files into the run's file after this many rows."""
 
 
 @dataclass
@@ -323,10 +325,10 @@ class Driver:
         weights: dict[str, Any] = {}
         teachers_running: set[str] = set()
         inflight: dict[Any, Item] = {}
-        cap = (
-            math.ceil(slots) + 1
-        )  # one spare keeps a slot from idling between a finish and a submit
+        # One spare in flight keeps a slot from idling between a finish and the next submit.
+        cap = math.ceil(slots) + 1
         turn = 0
+        loose = 0
 
         def data(name: str) -> Any:
             if name not in data_refs:
@@ -403,6 +405,10 @@ class Driver:
                 # tells the study from it instead of running the trial again.
                 store.write_trial(self.results_dir, outcome.row)
                 write_curve(run_dir, spec.trial_id, outcome.curve)
+                loose += 1
+                if loose >= COMPACT_EVERY:  # reading costs ~1 ms per file: keep few loose
+                    store.compact(self.results_dir)
+                    loose = 0
                 if item.study:
                     book.tell(
                         item.study, spec.number, outcome.row["status"], outcome.row.get("val_acc")
