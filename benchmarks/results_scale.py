@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from kdbench.results import store
@@ -27,7 +28,12 @@ from kdbench.results.reference import load_reference
 from kdbench.results.schema import SCHEMA
 
 DATASETS = ["digits", "cifar10", "cifar100", "mnist"]
-PAIRS = [("resnet56", "resnet20"), ("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8")]
+PAIRS = [
+    ("resnet56", "resnet20"),
+    ("resnet32x4", "resnet8x4"),
+    ("wrn_40_2", "wrn_16_2"),
+    ("vgg13", "vgg8"),
+]
 METHODS = ["scratch", "kd", "fitnet", "at", "crd", "crd+kd", "dkd", "rkd", "pkt", "sp"]
 
 
@@ -40,16 +46,27 @@ def synthetic_rows(n: int, start: int, run_id: str, rng: np.random.Generator) ->
     base = 0.6 + 0.02 * (i % len(METHODS)) / len(METHODS)
     acc = np.clip(base + rng.normal(0, 0.01, n), 0, 1)
     return {
-        "schema_version": [1] * n, "run_id": [run_id] * n, "suite": ["scale"] * n,
-        "trial_id": [f"trial-{k:07d}" for k in i], "phase": phase.tolist(),
+        "schema_version": [1] * n,
+        "run_id": [run_id] * n,
+        "suite": ["scale"] * n,
+        "trial_id": [f"trial-{k:07d}" for k in i],
+        "phase": phase.tolist(),
         "status": np.where(rng.random(n) < 0.05, "pruned", "ok").tolist(),
-        "dataset": dataset.tolist(), "teacher": [PAIRS[p][0] for p in pair],
-        "student": [PAIRS[p][1] for p in pair], "method": method.tolist(),
-        "seed": (i % 5).tolist(), "hparams": [json.dumps({"T": 4.0, "alpha": 0.9})] * n,
-        "val_acc": acc.tolist(), "test_acc": np.where(phase == "final", acc, np.nan).tolist(),
-        "teacher_test_acc": [0.75] * n, "train_seconds": rng.uniform(50, 500, n).tolist(),
-        "cpus": [1.0] * n, "gpus": [0.25] * n, "student_params": [270_000] * n,
-        "images_seen": [45_000 * 240] * n, "finished_at": [f"2026-11-23T00:{k % 60:02d}:00" for k in i],
+        "dataset": dataset.tolist(),
+        "teacher": [PAIRS[p][0] for p in pair],
+        "student": [PAIRS[p][1] for p in pair],
+        "method": method.tolist(),
+        "seed": (i % 5).tolist(),
+        "hparams": [json.dumps({"T": 4.0, "alpha": 0.9})] * n,
+        "val_acc": acc.tolist(),
+        "test_acc": np.where(phase == "final", acc, np.nan).tolist(),
+        "teacher_test_acc": [0.75] * n,
+        "train_seconds": rng.uniform(50, 500, n).tolist(),
+        "cpus": [1.0] * n,
+        "gpus": [0.25] * n,
+        "student_params": [270_000] * n,
+        "images_seen": [45_000 * 240] * n,
+        "finished_at": [f"2026-11-23T00:{k % 60:02d}:00" for k in i],
     }
 
 
@@ -58,7 +75,7 @@ def to_table(cols: dict[str, list]) -> pa.Table:
     return pa.table(full, schema=SCHEMA)
 
 
-def timed(root: Path, reference) -> tuple[float, int]:  # noqa: ANN001
+def timed(root: Path, reference: pd.DataFrame) -> tuple[float, int]:
     best, rows = float("inf"), 0
     for _ in range(3):
         t0 = time.perf_counter()
@@ -71,7 +88,9 @@ def timed(root: Path, reference) -> tuple[float, int]:  # noqa: ANN001
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--loose", type=int, default=10_000, help="rows still as per-trial files")
     ap.add_argument("--dir", type=Path, default=None)
@@ -83,17 +102,23 @@ def main() -> None:
     per_run = 10_000
     for k, start in enumerate(range(0, compacted, per_run)):
         n = min(per_run, compacted - start)
-        store.write_atomic(to_table(synthetic_rows(n, start, f"run{k:02d}", rng)),
-                           root / store.COMPACTED / f"run{k:02d}.parquet")
+        store.write_atomic(
+            to_table(synthetic_rows(n, start, f"run{k:02d}", rng)),
+            root / store.COMPACTED / f"run{k:02d}.parquet",
+        )
     loose = synthetic_rows(args.loose, compacted, "run-live", rng)
     for j in range(args.loose):
         store.write_trial(root, {c: v[j] for c, v in loose.items()})
-    print(f"wrote {args.rows:,} rows ({compacted:,} compacted, {args.loose:,} per-trial files) "
-          f"in {time.perf_counter() - t0:.1f} s to {root}")
+    print(
+        f"wrote {args.rows:,} rows ({compacted:,} compacted, {args.loose:,} per-trial files) "
+        f"in {time.perf_counter() - t0:.1f} s to {root}"
+    )
 
     reference = load_reference()
     before, n = timed(root, reference)
-    print(f"load+leaderboard before compaction ({n:,} rows, {args.loose:,} loose files): {before:.2f} s")
+    print(
+        f"load+leaderboard before compaction ({n:,} rows, {args.loose:,} loose files): {before:.2f} s"
+    )
     t0 = time.perf_counter()
     store.compact(root)
     print(f"compact: {time.perf_counter() - t0:.2f} s")
