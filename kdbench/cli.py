@@ -162,7 +162,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"invalid: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"ok: {path}: '{suite.name}', {len(plan.cells)} cells, {len(plan.trials)} trials")
+        c = plan.counts()
+        print(
+            f"ok: {path}: '{suite.name}', {len(plan.cells)} cells, {sum(c.values())} trials "
+            f"({c['teacher']} teacher, {c['tune']} tune, {c['final']} final)"
+        )
     return 2 if failed else 0
 
 

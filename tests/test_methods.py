@@ -21,29 +21,27 @@ def one_step(name: str, hp: dict | None = None):
     torch.manual_seed(0)
     student = build_model("cnn_tiny", num_classes=10, input_shape=SHAPE)
     teacher = build_model("cnn_small", num_classes=10, input_shape=SHAPE).eval()
+    with torch.no_grad():  # a trained teacher is confident: sharpen its classifier
+        teacher.fc.weight.mul_(300)
+    labels = torch.arange(64) % 10
     cls = method_class(name)
-    ctx = MethodContext(
-        student=student, teacher=teacher, num_classes=10, n_train=64, input_shape=SHAPE
-    )
+    ctx = MethodContext(student=student, teacher=teacher, num_classes=10, n_train=64,
+                        input_shape=SHAPE, train_labels=labels)
     method = cls({**cls.defaults(), **(hp or {})}, ctx)
-    x, y, idx = torch.randn(16, *SHAPE), torch.randint(0, 10, (16,)), torch.arange(16)
-    before_s = copy.deepcopy(student.state_dict())
+    idx = torch.randperm(64)[:16]
+    x, y = torch.randn(16, *SHAPE), labels[idx]
+    before_s = {k: v.detach().clone() for k, v in student.named_parameters()}
     before_t = copy.deepcopy(teacher.state_dict())
     opt = torch.optim.SGD(list(student.parameters()) + list(method.parameters()), lr=0.1)
     with torch.no_grad():
         t_out = teacher.forward_features(x) if cls.needs.teacher else None
-    terms = method.loss(
-        Step(
-            x=x,
-            y=y,
-            student=student.forward_features(x),
-            teacher=t_out,
-            index=idx if cls.needs.indices else None,
-        )
-    )
+    step = Step(x=x, y=y, student=student.forward_features(x), teacher=t_out,
+                index=idx if cls.needs.indices else None)
+    terms = method.loss(step)
     torch.stack(list(terms.values())).sum().backward()
     opt.step()
-    return terms, before_s, student.state_dict(), before_t, teacher.state_dict()
+    after_s = {k: v.detach() for k, v in student.named_parameters()}
+    return terms, before_s, after_s, before_t, teacher.state_dict()
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -96,3 +94,19 @@ def test_scratch_needs_no_teacher_and_cannot_be_combined():
         method_class("scratch+kd")
     with pytest.raises(KdbenchError, match="twice"):
         method_class("kd+kd")
+
+
+@pytest.mark.parametrize("name", ["crd+kd", "at+kd", "fitnet+kd", "rkd+pkt"])
+def test_combinations_train_with_the_terms_of_both(name):
+    terms, s0, s1, t0, t1 = one_step(name)
+    parts = name.split("+")
+    own = {n: set(one_step(n)[0]) - {"ce"} for n in parts}
+    assert set(terms) == {"ce"}.union(*own.values())
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert all(torch.equal(t0[k], t1[k]) for k in t0)
+    assert any(not torch.equal(s0[k], s1[k]) for k in s0)
+
+
+def test_crd_plus_kd_defaults_are_repdistillers():
+    assert method_class("crd+kd").defaults() == pytest.approx(
+        {**method_class("crd").defaults(), "gamma": 1.0, "alpha": 1.0, "beta": 0.8, "T": 4.0})

@@ -261,7 +261,7 @@ def test_validate_command_exits_2_with_one_line_and_no_traceback(tmp_path):
         cwd=REPO,
     )
     assert proc.returncode == 2
-    assert f"ok: {good}" in proc.stdout
+    assert f"ok: {good}" in proc.stdout and "trials (1 teacher" in proc.stdout
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "did you mean 'digits'" in proc.stderr

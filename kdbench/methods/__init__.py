@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from kdbench.methods import kd, scratch  # noqa: F401  (registration)
+from kdbench.methods import (  # noqa: F401  (registration)
+    at,
+    crd,
+    dkd,
+    fitnet,
+    kd,
+    pkt,
+    pseudo_label,
+    rkd,
+    scratch,
+    sp,
+)
 from kdbench.methods.base import HParam, Method, MethodContext, Needs, SearchSpace, Step
 from kdbench.methods.registry import METHODS, method_class
 

@@ -155,6 +155,8 @@ class MethodContext:
     input_shape: tuple[int, ...]
     """One image's shape (C, H, W)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    train_labels: torch.Tensor | None = None
+    """The training split's labels, by sample index (CRD draws negatives from other classes)."""
 
     @classmethod
     def for_data(
@@ -168,7 +170,24 @@ class MethodContext:
             n_train=len(data.train_y),
             input_shape=data.input_shape,
             device=device,
+            train_labels=data.train_y,
         )
+
+    @torch.no_grad()
+    def probe(self) -> tuple[ModelOutput, ModelOutput | None]:
+        """The student's and teacher's outputs on a dummy batch, to size a method's own modules."""
+        x = torch.zeros((2, *self.input_shape), device=self.device)
+        outs: list[ModelOutput | None] = []
+        for model in (self.student, self.teacher):
+            if model is None:
+                outs.append(None)
+                continue
+            was = model.training
+            model.eval()
+            outs.append(model.forward_features(x))
+            model.train(was)
+        assert outs[0] is not None
+        return outs[0], outs[1]
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""``pseudo_label``: hard teacher labels (Lee 2013, "Pseudo-Label"; thresholded as in FixMatch's
+pseudo-label baseline, Sohn et al. 2020).
+
+The teacher labels the transfer set (the training images): the student learns the teacher's
+argmax where the teacher's confidence max softmax ≥ ``threshold`` (0.95), with cross-entropy
+averaged over the batch (masked samples count zero, as FixMatch does). Optionally the true
+labels of a fixed ``labeled_fraction`` of the samples (chosen by a hash of the sample index)
+are used instead, with weight γ: L = γ·CE_labeled(s, y) + CE_unlabeled(s, argmax t)·[max p_t ≥ τ].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdbench.methods.base import HParam, Method, Needs, SearchSpace, Step
+from kdbench.methods.registry import METHODS
+
+
+def labeled_mask(index: torch.Tensor, fraction: float) -> torch.Tensor:
+    """A fixed subset of about ``fraction`` of the samples (Knuth's multiplicative hash)."""
+    if fraction <= 0:
+        return torch.zeros_like(index, dtype=torch.bool)
+    return ((index * 2654435761) % 2**32).double() / 2**32 < fraction
+
+
+@METHODS.register("pseudo_label")
+class PseudoLabel(Method):
+    """Pseudo-labels: CE on the teacher's confident argmax, γ·CE on the labelled share."""
+
+    name = "pseudo_label"
+    hparams = (
+        HParam("gamma", 1.0, low=0.0, doc="weight of cross-entropy on the labelled share"),
+        HParam(
+            "threshold",
+            0.95,
+            low=0.0,
+            high=1.0,
+            search=SearchSpace(0.5, 0.99),
+            doc="the teacher's confidence needed to use its label",
+        ),
+        HParam(
+            "labeled_fraction", 0.0, low=0.0, high=1.0, doc="share of samples that keep true labels"
+        ),
+    )
+    needs = Needs(teacher=True, indices=True)
+
+    def loss(self, step: Step) -> dict[str, torch.Tensor]:
+        assert step.teacher is not None and step.index is not None
+        conf, pseudo = F.softmax(step.teacher.logits, dim=1).max(dim=1)
+        labeled = labeled_mask(step.index, self.hp["labeled_fraction"])
+        use = (conf >= self.hp["threshold"]) & ~labeled
+        s = step.student.logits
+        b = len(s)
+        ce_true = (F.cross_entropy(s, step.y, reduction="none") * labeled).sum() / b
+        ce_pseudo = (F.cross_entropy(s, pseudo, reduction="none") * use).sum() / b
+        return {"ce": self.hp["gamma"] * ce_true, "pseudo": ce_pseudo}
