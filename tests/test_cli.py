@@ -120,3 +120,16 @@ def test_leaderboard_formats_report_and_compact_from_the_command_line(tmp_path):
     assert compacted.returncode == 0 and "r1: 4 rows -> compacted/r1.parquet" in compacted.stdout
     assert "nothing to compact" in kdbench("compact", str(tmp_path)).stdout
     assert kdbench("report", "/no/such/dir").returncode == 2
+
+
+def test_a_wrong_cluster_address_is_refused_at_once_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    suite = REPO / "suites" / "quickstart.yaml"
+    for address, says in ((f"127.0.0.1:{port}", "nothing answers"), ("nonsense", "expected auto")):
+        proc = kdbench("run", str(suite), "--results", str(tmp_path / "r"), "--address", address)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+
+from kdbench.errors import KdbenchError
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """With this set, every local Ray node, the dashboard and the Jobs API bind to 127.0.0.1."""
@@ -30,7 +33,14 @@ def init_ray(
         os.environ.setdefault(key, value)
     kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
-        ray.init(address=address, **kwargs)
+        check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            raise KdbenchError(
+                f"--address {address}: cannot connect to a Ray cluster there "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
     else:
         ray.init(
             address="local",
@@ -40,6 +50,23 @@ def init_ray(
             **kwargs,
         )
     return True
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Refuse at once an address where nothing listens (Ray itself retries for minutes)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise KdbenchError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise KdbenchError(
+            f"--address {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); "
+            "start a cluster there (ray start --head) or leave --address out for a local run"
+        ) from None
 
 
 def cluster_cpus() -> float:
