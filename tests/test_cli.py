@@ -133,3 +133,11 @@ def test_a_wrong_cluster_address_is_refused_at_once_in_one_line(tmp_path):
         proc = kdbench("run", str(suite), "--results", str(tmp_path / "r"), "--address", address)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_every_shipped_suite_dry_runs_without_training(tmp_path):
+    for suite in sorted((REPO / "suites").glob("*.yaml")):
+        proc = kdbench("run", str(suite), "--results", str(tmp_path / suite.stem), "--dry-run")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "left to run" in proc.stdout and "dry run: nothing was trained" in proc.stdout
+        assert not (tmp_path / suite.stem / "trials").exists()

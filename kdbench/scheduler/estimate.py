@@ -36,8 +36,8 @@ class Estimate:
     cpus_available: int
 
 
-def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> float:
-    """Seconds per training step of this spec's student (and teacher), measured."""
+def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> tuple[float, int]:
+    """(Seconds per training step of this spec's student and teacher, measured; the student's MACs)."""
     info = dataset_info(spec.dataset)
     torch.set_num_threads(max(1, int(spec.cpus)))
     name = spec.student or spec.teacher.arch
@@ -48,18 +48,21 @@ def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> float:
         teacher = build_model(
             spec.teacher.arch, num_classes=info.num_classes, input_shape=info.input_shape
         ).eval()
+    # Balanced stand-in labels: methods that need the training labels (crd) size themselves.
+    labels = torch.arange(info.train) % info.num_classes
     ctx = MethodContext(
         student=model,
         teacher=teacher,
         num_classes=info.num_classes,
         n_train=info.train,
         input_shape=info.input_shape,
+        train_labels=labels,
     )
     method = cls(dict(spec.hparams) or cls.defaults(), ctx)
     opt = torch.optim.SGD(list(model.parameters()) + list(method.parameters()), lr=1e-3)
     x = torch.randn(batch, *info.input_shape)
-    y = torch.randint(0, info.num_classes, (batch,))
     idx = torch.arange(batch)
+    y = labels[idx]
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
@@ -73,7 +76,7 @@ def _probe(spec: TrialSpec, batch: int, steps: int = 3) -> float:
         opt.step()
         if i:
             times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(times), count_macs(model, info.input_shape)
 
 
 def estimate(
@@ -96,15 +99,7 @@ def estimate(
         images += n
         key = (spec.dataset, spec.student, spec.teacher.arch, spec.method, int(spec.cpus))
         if key not in probes:
-            model = build_model(
-                spec.student or spec.teacher.arch,
-                num_classes=info.num_classes,
-                input_shape=info.input_shape,
-            )
-            probes[key] = (
-                _probe(spec, min(batch, n_train)),
-                count_macs(model, info.input_shape),
-            )
+            probes[key] = _probe(spec, min(batch, n_train))
         step_s, model_macs = probes[key]
         cpu_s += step_s * math.ceil(n_train / batch) * spec.epochs * spec.cpus
         macs += 3.0 * model_macs * n
