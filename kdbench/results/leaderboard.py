@@ -98,8 +98,10 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def _ipc(hparams: pd.Series) -> pd.Series:
-    return hparams.map(lambda h: json.loads(h).get("ipc") if isinstance(h, str) and h else None)
+def _ipc(hparams: object) -> float:
+    """A cell's ``ipc`` (dataset distillation), from one of its rows' hyperparameters."""
+    value = json.loads(hparams).get("ipc") if isinstance(hparams, str) and hparams else None
+    return float(value) if isinstance(value, (int, float)) else np.nan
 
 
 def _per_pair(final: pd.DataFrame) -> pd.DataFrame:
@@ -108,7 +110,6 @@ def _per_pair(final: pd.DataFrame) -> pd.DataFrame:
         acc = group["test_acc"].to_numpy(dtype=float)
         n = len(acc)
         std = float(np.std(acc, ddof=1)) if n > 1 else np.nan
-        ipc = pd.to_numeric(_ipc(group["hparams"]), errors="coerce") if "hparams" in group else None
         out.append(
             dict(
                 zip([*PAIR_KEYS, "method"], keys, strict=True),
@@ -116,7 +117,7 @@ def _per_pair(final: pd.DataFrame) -> pd.DataFrame:
                 mean=float(acc.mean()),
                 std=std,
                 ci95=ci95(std, n),
-                ipc=float(ipc.iloc[0]) if ipc is not None and ipc.notna().any() else np.nan,
+                ipc=_ipc(group["hparams"].iloc[0]) if "hparams" in group else np.nan,
                 _acc=acc,
             )
         )

@@ -38,8 +38,7 @@ def _runs(results_dir: Path) -> list[dict]:
     return out
 
 
-def _pair_chart(board: Leaderboard, key: tuple[str, str, str]) -> str:
-    group = board.pairs[(board.pairs[PAIR_KEYS] == pd.Series(key, index=PAIR_KEYS)).all(axis=1)]
+def _pair_chart(group: pd.DataFrame, key: tuple[str, str, str]) -> str:
     bars = [
         Bar(
             r.method,
@@ -168,17 +167,11 @@ def build_report(results_dir: str | os.PathLike[str]) -> str:
     tables = html_tables(board)
     if board.pairs.empty:
         parts.append("<p>No finished final trials yet: nothing to rank.</p>")
-    for key, _ in board.pairs.groupby(PAIR_KEYS, sort=False):
-        t_title = pair_title(
-            *key,
-            board.pairs.loc[
-                (board.pairs[PAIR_KEYS] == pd.Series(key, index=PAIR_KEYS)).all(axis=1),
-                "teacher_acc",
-            ].iloc[0],
-        )
+    for key, group in board.pairs.groupby(PAIR_KEYS, sort=False):
+        t_title = pair_title(*key, group["teacher_acc"].iloc[0])
         parts.append(
             f"<h2>{html.escape(t_title)}</h2>{tables[t_title]}"
-            f"<figure>{_pair_chart(board, key)}<figcaption>Mean test accuracy over the final "
+            f"<figure>{_pair_chart(group, key)}<figcaption>Mean test accuracy over the final "
             "seeds, ± one standard deviation; dashed: the teacher; ◇: the published number."
             "</figcaption></figure>"
         )

@@ -16,9 +16,10 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -50,19 +51,27 @@ def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(full, schema=SCHEMA)
 
 
-def write_atomic(table: pa.Table, path: Path) -> Path:
-    """Write a Parquet file so that readers see all of it or nothing: temp file, fsync, rename."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file that readers see whole or not at all: written to a '.'-prefixed temporary file
+    beside ``path`` (never read as a result), fsynced, then renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(table: pa.Table, path: Path) -> Path:
+    """A Parquet file, written atomically."""
+    with atomic_file(path) as f:
+        pq.write_table(table, f)
     return path
 
 
@@ -71,11 +80,8 @@ def write_trial(results_dir: str | os.PathLike[str], row: Mapping[str, Any]) -> 
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_file(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def result_files(results_dir: str | os.PathLike[str]) -> list[Path]:

@@ -192,12 +192,15 @@ class Driver:
             for s in self.plan.studies
         ]
 
-    def open_book(self) -> StudyBook | None:
-        if not self.plan.studies:
-            return None
+    def book_args(self) -> tuple[Any, ...]:
+        """StudyBook's arguments, for a local book or the study actor."""
         t = self.suite.tuning
-        return StudyBook(
-            str(self.results_dir), t.storage, self.study_specs(), t.total_trials, t.total_timeout_s
+        return (
+            str(self.results_dir),
+            t.storage,
+            self.study_specs(),
+            t.total_trials,
+            t.total_timeout_s,
         )
 
     def finals_of(self, name: str, book: Any) -> list[TrialSpec]:
@@ -269,7 +272,8 @@ class Driver:
 
     def run(self, address: str | None = None) -> RunSummary:
         with RunLock(self.results_dir):
-            work = self.prepare(self.open_book() or _NoStudies())
+            # A local look first: a finished run must not need Ray at all.
+            work = self.prepare(StudyBook(*self.book_args()) if self.plan.studies else None)
             summary = RunSummary(
                 run_id=self.run_id, results_dir=self.results_dir, planned=work.expected, skipped=0
             )
@@ -283,21 +287,14 @@ class Driver:
             started_ray = init_ray(address)
             broker = None
             try:
-                book: Any = _NoStudies()
+                book: Any = None
                 if self.plan.studies:
                     from kdbench.tuning.broker import start_broker
 
-                    t = self.suite.tuning
-                    broker = start_broker(
-                        str(self.results_dir),
-                        t.storage,
-                        self.study_specs(),
-                        t.total_trials,
-                        t.total_timeout_s,
-                    )
+                    broker = start_broker(*self.book_args())
                     book = _SyncActor(broker)
-                    work = self.prepare(book)  # the local look above changed nothing that matters
-                summary.skipped = sum(1 for s in self.finished.values() if s)
+                    work = self.prepare(book)  # the same look, now through the actor that runs it
+                summary.skipped = len(self.finished)
                 slots = cluster_cpus() / max(self.suite.resources.cpus_per_trial, 1e-9)
                 self._execute(work, book, broker, summary, slots)
                 store.compact(self.results_dir)  # one file per run; the lock is still held
@@ -446,11 +443,8 @@ class Driver:
 
         blob = ray.get(weights_ref)
         if blob is not None:
-            path = teacher_cache_path(self.results_dir, spec.trial_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name("." + path.name + ".tmp")
-            tmp.write_bytes(blob)
-            tmp.replace(path)
+            with store.atomic_file(teacher_cache_path(self.results_dir, spec.trial_id)) as f:
+                f.write(blob)
 
     def _cached_teacher(self, teacher_id: str) -> Any:
         """A finished teacher's weights from the cache (None when its trial failed)."""
@@ -466,13 +460,6 @@ def start_point(study: StudyPlan) -> dict[str, Any] | None:
     start = {k: defaults[k] for k in study.space}
     inside = all(contains(d, start[k]) for k, d in study.space.items())
     return start if inside else None
-
-
-class _NoStudies:
-    """The study book of a plan without tuned cells."""
-
-    def interrupted(self, name: str) -> list[tuple[int, dict[str, Any]]]:
-        return []
 
 
 def run_suite(
