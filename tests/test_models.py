@@ -8,6 +8,16 @@ import torch
 from kdbench.models import MODELS, build_model, count_macs, count_params
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny batches over the whole zoo: intra-op threads only add overhead (5× slower on a
+    shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_model_forward_and_features(name, shape):

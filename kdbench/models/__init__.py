@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from kdbench.models import cnn  # noqa: F401  (registration)
+from kdbench.models import (  # noqa: F401  (registration)
+    cnn,
+    convnet,
+    mobilenetv2,
+    resnet_cifar,
+    shufflenet,
+    torchvision_models,
+    vgg,
+    wrn,
+)
 from kdbench.models.base import KDModel, ModelOutput, count_macs, count_params
 from kdbench.models.registry import MODELS, build_model
 

@@ -20,6 +20,9 @@ class ModelOutput:
     """The output of each block, shallow to deep (after its activation)."""
     embedding: torch.Tensor | None = None
     """The pooled penultimate feature, the classifier's input: (batch, dim)."""
+    preact: list[torch.Tensor] = field(default_factory=list)
+    """The output of each block before its last activation (same shapes as ``feats``, unless a
+    block pools after its activation); empty for a model that does not expose them."""
 
 
 class KDModel(nn.Module):

@@ -32,7 +32,7 @@ class SmallCNN(KDModel):
             layers: list[nn.Module] = [
                 nn.Conv2d(in_ch, w, 3, padding=1, bias=False),
                 nn.BatchNorm2d(w),
-                nn.ReLU(inplace=True),
+                nn.ReLU(),  # not in place: the pre-activation map is kept
             ]
             if i < len(widths) - 1 and size >= 4:
                 layers.append(nn.MaxPool2d(2))
@@ -47,12 +47,16 @@ class SmallCNN(KDModel):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        feats = []
+        feats, preact = [], []
         for block in self.blocks:
-            x = block(x)
+            conv, bn, *post = block
+            x = bn(conv(x))
+            preact.append(x)
+            for layer in post:
+                x = layer(x)
             feats.append(x)
         emb = self.pool(x).flatten(1)
-        return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb)
+        return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=preact)
 
 
 @MODELS.register("cnn_wide")
