@@ -188,21 +188,49 @@ def test_a_corrupted_cifar_file_is_refused(tmp_path, monkeypatch):
         load_dataset("cifar10", root=tmp_path)
 
 
-def test_svhn_from_mat_files(tmp_path, monkeypatch):
+def write_svhn(root: Path, splits: dict[str, int]) -> dict[str, list[str]]:
+    """SVHN's .mat files; returns torchvision's split table with these files' MD5s."""
     from scipy.io import savemat
 
     split_list = {}
-    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+    for split, n in splits.items():
         y = labels(n)
         x = np.stack([pattern(int(v), 3, 32) for v in y])  # N, C, H, W
         mat_y = np.where(y == 0, 10, y).reshape(-1, 1)  # SVHN writes digit 0 as 10
-        path = tmp_path / f"{split}_32x32.mat"
+        path = root / f"{split}_32x32.mat"
         savemat(path, {"X": x.transpose(2, 3, 1, 0), "y": mat_y})  # stored as H, W, C, N
         split_list[split] = ["unused-url", path.name, md5(path)]
+    return split_list
+
+
+def test_svhn_from_mat_files(tmp_path, monkeypatch):
+    split_list = write_svhn(tmp_path, {"train": N_TRAIN, "test": N_TEST})
+    split_list["extra"] = ["unused-url", "extra_32x32.mat", "0" * 32]
     monkeypatch.setattr(tvd.SVHN, "split_list", split_list)
     bundle = load_dataset("svhn", root=tmp_path, val_fraction=0.25)
     check_bundle(bundle, 3, 32, N_TRAIN, N_TEST)
     assert bundle.augment.flip is False
+    assert bundle.unlabeled_x is None  # no extra_32x32.mat: no pool, and nothing is missing
+
+
+def test_svhn_extra_split_becomes_the_unlabeled_pool(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        tvd.SVHN,
+        "split_list",
+        write_svhn(tmp_path, {"train": N_TRAIN, "test": N_TEST, "extra": 30}),
+    )
+    bundle = load_dataset("svhn", root=tmp_path, val_fraction=0.25)
+    check_bundle(bundle, 3, 32, N_TRAIN, N_TEST)
+    pool = bundle.unlabeled_x
+    assert pool is not None and pool.shape == (30, 3, 32, 32) and pool.dtype == torch.uint8
+    for img, label in zip(pool, labels(30), strict=True):  # native layout read right
+        assert np.array_equal(img.numpy(), pattern(int(label), 3, 32))
+    assert bundle.sizes() == {"train": 30, "val": 10, "test": N_TEST}  # the pool is no split
+
+    with open(tmp_path / "extra_32x32.mat", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(KdbenchError, match=r"extra_32x32\.mat is corrupted or incomplete"):
+        load_dataset("svhn", root=tmp_path)
 
 
 def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch):
@@ -213,9 +241,12 @@ def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch):
         load_dataset("mnist", root=tmp_path)
 
 
-def test_every_registered_data_set_declares_what_a_plan_needs():
+def test_every_registered_data_set_declares_what_a_plan_needs(tmp_path, monkeypatch):
     from kdbench.data import dataset_info
+    from tests.test_imagefolder import write_tree
 
+    write_tree(tmp_path / "imagefolder")  # imagefolder counts its files under the default root
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path))
     for name in DATASETS:
         info = dataset_info(name)
         assert info.num_classes >= 2 and len(info.input_shape) == 3 and info.train > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdbench.data import digits, synthetic, torchvision_sets  # noqa: F401  (registration)
+from kdbench.data import digits, imagefolder, synthetic, torchvision_sets  # noqa: F401  (registration)
 from kdbench.data.augment import augment_batch
 from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
 from kdbench.data.registry import DATASETS, DatasetInfo, dataset_info, default_root, load_dataset

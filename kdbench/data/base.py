@@ -2,6 +2,10 @@
 
 Small-image data sets fit in memory (CIFAR-100's 50,000 training images are 150 MB as uint8),
 so they are held as tensors, moved to the trial's device once, and augmented in batches.
+
+A data set may also hold an unlabeled pool (``unlabeled_x``: SVHN's ``extra`` split, an image
+folder's ``unlabeled/``): images without labels that a method declaring
+``Needs(transfer_set=True)`` trains on beside the training split (``transfer_set``).
 """
 
 from __future__ import annotations
@@ -35,12 +39,21 @@ class DataBundle:
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    unlabeled_x: torch.Tensor | None = None
+    """An optional pool of unlabeled images, stored like ``train_x`` (same C, H, W); never
+    used for ``val`` or ``test``, nor for the normalisation statistics."""
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if x.ndim != 4 or len(x) != len(y):
                 raise ValueError(f"{self.name}: {split} must be (N, C, H, W) images with N labels")
+        pool = self.unlabeled_x
+        if pool is not None and (pool.ndim != 4 or pool.shape[1:] != self.train_x.shape[1:]):
+            raise ValueError(
+                f"{self.name}: the unlabeled pool's images are {tuple(pool.shape[1:])}, "
+                f"the training images {tuple(self.train_x.shape[1:])}"
+            )
         if not self.mean:
             x = _unit(self.train_x)
             self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
@@ -52,6 +65,21 @@ class DataBundle:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+    def transfer_set(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images followed by the unlabeled pool, if any, and their labels, on
+        ``device``: a pool image's label is -1. Without a pool: the training split itself.
+
+        Index ``i < len(train_y)`` is training image ``i``; the pool follows in its own order.
+        """
+        x, y = self.train_x.to(device), self.train_y.to(device)
+        if self.unlabeled_x is None or len(self.unlabeled_x) == 0:
+            return x, y
+        pool = self.unlabeled_x.to(device)
+        if pool.dtype != x.dtype:  # e.g. float synthetic training images beside a uint8 pool
+            x, pool = _unit(x), _unit(pool)
+        no_label = torch.full((len(pool),), -1, dtype=y.dtype, device=y.device)
+        return torch.cat([x, pool]), torch.cat([y, no_label])
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Stored images (uint8 or float in [0, 1]) -> float, zero mean, unit variance per channel."""
@@ -101,8 +129,12 @@ def carve_val(
     val_fraction: float,
     num_classes: int,
     augment: AugmentSpec,
+    unlabeled_x: torch.Tensor | None = None,
 ) -> DataBundle:
-    """An official train/test split, with `val` carved from train by the fixed split seed."""
+    """An official train/test split, with `val` carved from train by the fixed split seed.
+
+    ``unlabeled_x``, an optional pool of unlabeled images, is kept as it is.
+    """
     keep, val = stratified_split(train_y, (1.0 - val_fraction, val_fraction))
     return DataBundle(
         name=name,
@@ -114,6 +146,7 @@ def carve_val(
         test_y=test_y,
         num_classes=num_classes,
         augment=augment,
+        unlabeled_x=unlabeled_x,
     )
 
 

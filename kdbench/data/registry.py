@@ -42,12 +42,15 @@ class DatasetInfo:
         return self.train - val, val
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """The declared ``info`` of a loader; a user's loader without one is loaded once to find out."""
+def dataset_info(name: str, root: str | os.PathLike[str] | None = None) -> DatasetInfo:
+    """What a loader declares: its ``info``, or ``info_at(root)`` when the sizes depend on the
+    files found (``imagefolder``); a user's loader with neither is loaded once to find out."""
     loader = DATASETS.get(name)
     info = getattr(loader, "info", None)
+    if info is None and hasattr(loader, "info_at"):
+        info = loader.info_at(Path(root) if root else default_root())
     if info is None:
-        b = load_dataset(name)
+        b = load_dataset(name, root=root)
         info = DatasetInfo(
             b.num_classes, b.input_shape, len(b.train_y), len(b.test_y), len(b.val_y)
         )

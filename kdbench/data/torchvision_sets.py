@@ -5,6 +5,11 @@ Files are read from ``<root>`` in each format's native layout (torchvision's fol
 ``train_32x32.mat``/``test_32x32.mat``). torchvision verifies the MD5 of the CIFAR and SVHN
 files; kdbench keeps that check. When the files are missing, torchvision's download is tried
 once; without a network the error says where to put the files.
+
+SVHN's ``extra`` split (531,131 images) becomes the bundle's unlabeled pool, its labels
+dropped, when ``extra_32x32.mat`` is under ``<root>``; it is never downloaded and never
+required. As uint8 it takes 1.6 GB (531,131 × 3,072 bytes) in every process that holds the
+bundle; only methods that declare ``Needs(transfer_set=True)`` (``pseudo_label``) train on it.
 """
 
 from __future__ import annotations
@@ -81,11 +86,17 @@ def _register(
     sizes: tuple[int, int],
     label_attr: str = "targets",
     split_kw: Callable[[bool], dict[str, Any]] = lambda train: {"train": train},
+    pool: Callable[[Path], torch.Tensor | None] | None = None,
 ) -> None:
     def loader(*, root: Path, val_fraction: float = 0.1) -> DataBundle:
         parts = _train_test(name, cls_name, Path(root), layout, label_attr, split_kw)
         return carve_val(
-            name, *parts, val_fraction=val_fraction, num_classes=num_classes, augment=augment
+            name,
+            *parts,
+            val_fraction=val_fraction,
+            num_classes=num_classes,
+            augment=augment,
+            unlabeled_x=pool(Path(root)) if pool is not None else None,
         )
 
     loader.info = DatasetInfo(num_classes, shape, *sizes)  # type: ignore[attr-defined]
@@ -130,6 +141,25 @@ _register(
     shape=(3, 32, 32),
     sizes=(50000, 10000),
 )
+
+
+def _svhn_extra(root: Path) -> torch.Tensor | None:
+    """SVHN's ``extra`` images as an unlabeled pool, if ``extra_32x32.mat`` is under ``root``."""
+    import torchvision.datasets as tvd
+
+    path = root / tvd.SVHN.split_list["extra"][1]
+    if not path.is_file():
+        return None
+    try:
+        extra = tvd.SVHN(root=str(root), split="extra", download=False)
+    except RuntimeError:
+        raise KdbenchError(
+            f"data set 'svhn': {path} is corrupted or incomplete (its MD5 is not the official "
+            "file's); replace it or remove it (the extra split is optional)"
+        ) from None
+    return _images(extra.data, "NCHW")
+
+
 # House numbers are not mirror-symmetric: crops only.
 _register(
     "svhn",
@@ -141,4 +171,5 @@ _register(
     sizes=(73257, 26032),
     label_attr="labels",
     split_kw=lambda train: {"split": "train" if train else "test"},
+    pool=_svhn_extra,
 )
