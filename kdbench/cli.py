@@ -95,6 +95,11 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
         f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times; "
         "pruning, evaluation and scheduling not counted)"
     )
+    if est.unbudgeted:
+        print(
+            f"  not estimated: the synthesis of {est.unbudgeted} dataset-distillation trials "
+            "with no time budget (time_budget_s: 0)"
+        )
     print("dry run: nothing was trained")
     return 0
 
@@ -190,7 +195,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         from kdbench.data import DATASETS, dataset_info
 
         for name, loader in DATASETS.items():
-            info = dataset_info(name)
+            try:
+                info = dataset_info(name)
+            except KdbenchError as exc:  # a folder-based set with no folder: listed, not refused
+                print(f"{name:<14} (not found: {exc})")
+                continue
             shape = "×".join(map(str, info.input_shape))
             print(
                 f"{name:<14} {info.num_classes:>4} classes  {shape:<8} train {info.train:>6,}  "

@@ -87,6 +87,31 @@ class TrialSpec:
         parts.append(f"s{self.seed}" if self.number is None else f"n{self.number}")
         return _slug("-".join(parts)) + "-" + digest
 
+    @cached_property
+    def synthetic_key(self) -> str:
+        """The content key of a ``dd_*`` trial's synthetic set: what determines the set alone.
+
+        The student, its training (budget, ``train_epochs``) and the phase do not enter, so a rerun, a final
+        trial with a tuning trial's values, or another student of the same teacher reuse it.
+        The teacher enters, as its trial id, only for a method that uses it (herding).
+        """
+        from kdbench.methods import method_class
+
+        cls = method_class(self.method)
+        uses_teacher = cls.needs.teacher
+        training = getattr(cls, "training_hparams", ())
+        identity = {
+            "protocol": PROTOCOL_VERSION,
+            "dataset": self.dataset,
+            "val_fraction": self.data.val_fraction,
+            "teacher_id": self.teacher_id if uses_teacher else None,
+            "method": self.method,
+            "hparams": {k: v for k, v in self.hparams if k not in training},
+            "seed": self.seed,
+        }
+        digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
+        return _slug(f"{self.method}-{self.dataset}") + "-" + digest
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("+", "_plus_"))

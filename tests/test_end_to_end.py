@@ -140,3 +140,57 @@ def test_the_command_line_runs_prints_the_leaderboard_and_resumes(tmp_path):
 
     dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert dry.returncode == 0 and "0 left to run (5 rows already in" in dry.stdout
+
+
+def test_distillation_sets_and_students_are_saved_and_reused(ray_local, synthetic, tmp_path):
+    """Two students on one data set share each synthetic set (one per method and seed); every
+    final trial leaves its student, which loads back and scores what its row says."""
+    from kdbench.results import load_student, load_synthetic
+
+    suite = write_suite(
+        tmp_path,
+        yaml.safe_dump(
+            {
+                "name": "dd",
+                "datasets": ["synthetic"],
+                "pairs": [
+                    {"teacher": "cnn_small", "student": "cnn_tiny"},
+                    {"teacher": "cnn_small", "student": "cnn_small"},
+                ],
+                "methods": [
+                    "dd_random",
+                    {"name": "dd_dm", "params": {"ipc": 2, "iterations": 3, "net_width": 8}},
+                ],
+                "seeds": [0],
+                "budget": {"epochs": 2, "batch_size": 32},
+                "teacher": {"epochs": 2},
+                "tuning": {"trials": 0},
+            }
+        ),
+    )
+    results = tmp_path / "results"
+    summary = run_suite(load_suite(suite), results, live=False)
+    assert summary.failed == 0 and summary.ran == 1 + 2 * 3  # teacher; scratch + 2 dd per pair
+    df = pd.read_parquet(results)
+    finals = df[df.phase == "final"]
+    dd = finals[finals.method.str.startswith("dd_")]
+    assert dd["artifact"].str.startswith("_artifacts/synthetic/").all()
+    assert dd.groupby("method")["artifact"].nunique().to_dict() == {"dd_dm": 1, "dd_random": 1}
+    assert len(list((results / "_artifacts" / "synthetic").glob("*.pt"))) == 2
+    dm = dd[dd.method == "dd_dm"].iloc[0]
+    made = load_synthetic(results, dm["artifact"])
+    assert made.images.shape == (20, 1, 8, 8) and made.iterations == 3
+    assert (dd[dd.method == "dd_dm"]["images_seen"] % 20 == 0).all()
+
+    assert len(list((results / "_artifacts" / "students").glob("*.pt"))) == len(finals)
+    scratch = finals[finals.method == "scratch"].iloc[0]
+    assert scratch["artifact"] == f"_artifacts/students/{scratch['trial_id']}.pt"
+    student = load_student(results, scratch["trial_id"])
+    with torch.no_grad():
+        predicted = student(synthetic.test_x).argmax(1)
+    assert (predicted == synthetic.test_y).float().mean().item() == pytest.approx(
+        scratch["test_acc"], abs=1e-6
+    )
+
+    again = run_suite(load_suite(suite), results, live=False)
+    assert again.ran == 0

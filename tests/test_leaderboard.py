@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -143,6 +144,25 @@ def test_published_numbers_join_where_the_row_matches():
     assert p.loc["kd", "delta_published"] == pytest.approx(0.76 - 0.7066)
     assert "RepDistiller" in p.loc["kd", "published_source"]
     assert p.loc["dd_dm", "published"] == pytest.approx(0.489) and p.loc["dd_dm", "ipc"] == 10
+
+
+def test_a_labelled_dd_cell_finds_its_methods_published_number_at_its_ipc():
+    def dd(label, ipc):
+        return final(
+            label,
+            0,
+            0.5,
+            dataset="cifar10",
+            teacher="convnet3",
+            student="convnet3",
+            hparams=json.dumps({"ipc": ipc}),
+        )
+
+    rows = pd.DataFrame([dd("dd_dm_ipc1", 1), dd("dd_dm_ipc50", 50), dd("dd_dmx", 10)])
+    p = leaderboard(rows, load_reference()).pairs.set_index("method")
+    assert p.loc["dd_dm_ipc1", "published"] == pytest.approx(0.260)
+    assert p.loc["dd_dm_ipc50", "published"] == pytest.approx(0.630)
+    assert np.isnan(p.loc["dd_dmx", "published"])  # not a label of dd_dm
 
 
 def test_renderers_mark_the_best_and_keep_numbers_raw(rows):

@@ -5,6 +5,10 @@ from __future__ import annotations
 from kdbench.methods import (  # noqa: F401  (registration)
     at,
     crd,
+    dd_dc,
+    dd_dm,
+    dd_herding,
+    dd_random,
     dkd,
     fitnet,
     kd,

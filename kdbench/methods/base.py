@@ -142,6 +142,14 @@ class Needs:
     """The teacher's outputs (logits, block features, embedding) for every batch."""
     indices: bool = False
     """Each sample's index in the training split (memory banks)."""
+    synthetic_set: bool = False
+    """Dataset distillation: the method makes a small training set (``synthesize``) and the
+    student is trained on it alone (see ``kdbench.methods.synthetic``)."""
+    transfer_set: bool = False
+    """Train on the training images plus the data set's unlabeled pool when it has one
+    (``DataBundle.unlabeled_x``): a pool image comes with label ``y == -1`` and an index past
+    the training split's, so the method's ``loss`` must not use ``y`` where it is negative.
+    A combination ``A+B`` never gets the pool: its shared ``gamma``·CE needs every label."""
 
 
 @dataclass(frozen=True)

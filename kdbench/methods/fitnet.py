@@ -7,7 +7,8 @@ kernel (1 + H_s − H_t); a smaller one is upsampled (bilinear) to the teacher's
 Trained jointly with the student in one stage, as RepDistiller does (the paper pretrains the
 hint first). The regressor's parameters are not counted in ``student_params``.
 Defaults (RepDistiller): γ = 1, β = 100; ``hint_layer`` picks the block (from the deepest
-paired blocks, like ``at``): 0 = the first of them, default the middle one.
+paired blocks, like ``at``): 0 = the first of them, default the middle one (the earlier of
+two middles: the second stage, RepDistiller's ``hint_layer=2``, of 3- and 4-stage models).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class FitNet(Method):
         assert t is not None, "fitnet needs a teacher"
         pairs = paired_blocks(s.feats, t.feats)
         layer = int(self.hp["hint_layer"])
-        self.layer = len(pairs) // 2 if layer < 0 else layer
+        # RepDistiller's hint_layer=2 is the second stage of the ResNets, WRNs and VGGs alike.
+        self.layer = (len(pairs) - 1) // 2 if layer < 0 else layer
         if self.layer >= len(pairs):
             raise ValueError(
                 f"hint_layer {layer} is out of range: the pair has {len(pairs)} paired blocks"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kdbench.results.artifacts import load_student, load_synthetic
 from kdbench.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION
 from kdbench.results.store import finished_trials, load, read_table, write_trial
 
@@ -11,6 +12,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "finished_trials",
     "load",
+    "load_student",
+    "load_synthetic",
     "read_table",
     "write_trial",
 ]

@@ -136,14 +136,26 @@ def _published(table: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFr
         how="left",
     )
     dd = ref[ref["teacher"].isna()].drop(columns=["teacher"])
+    # A suite runs one dd_* method at several ipc under labels such as ``dd_dm_ipc10``: the
+    # published row is the method's whose name the label extends, at the row's ipc.
+    merged["_ref_method"] = merged["method"].map(lambda m: _published_name(m, set(dd["method"])))
     merged = merged.merge(
-        dd.rename(columns={"test_acc": "_p2", "source": "_s2"}),
-        on=["dataset", "student", "method", "ipc"],
+        dd.rename(columns={"test_acc": "_p2", "source": "_s2", "method": "_ref_method"}),
+        on=["dataset", "student", "_ref_method", "ipc"],
         how="left",
-    )
+    ).drop(columns=["_ref_method"])
     merged["published"] = merged["_p1"].fillna(merged["_p2"])
     merged["published_source"] = merged["_s1"].fillna(merged["_s2"])
     return merged.drop(columns=["_p1", "_p2", "_s1", "_s2"])
+
+
+def _published_name(label: str, names: set[str]) -> str:
+    """``label`` if it is a published method's name, else the longest such name it extends
+    (``dd_dm_ipc10`` → ``dd_dm``; ``dd_dm+x`` is not one)."""
+    if label in names:
+        return label
+    extended = [n for n in names if label.startswith(n) and label[len(n)] in "_@-:"]
+    return max(extended, key=len) if extended else label
 
 
 def _head_to_head(table: pd.DataFrame) -> pd.DataFrame:

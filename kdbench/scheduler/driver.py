@@ -38,7 +38,13 @@ from kdbench.results import store
 from kdbench.results.store import RUNS, RunLock
 from kdbench.scheduler.progress import Progress
 from kdbench.suite import Suite
-from kdbench.training.trial import RunInfo, TrialOutcome, describe_error, failed_row
+from kdbench.training.trial import (
+    RunInfo,
+    TrialOutcome,
+    describe_error,
+    failed_row,
+    synthetic_artifact,
+)
 from kdbench.tuning.space import contains
 from kdbench.tuning.studies import StudyBook, StudySpec
 
@@ -187,7 +193,9 @@ class Driver:
                 t.timeout_s,
                 t,
                 start=start_point(s),
-                n_val=dataset_info(s.cell.dataset).split_sizes(self.suite.data.val_fraction)[1],
+                n_val=dataset_info(s.cell.dataset, self.suite.data.root).split_sizes(
+                    self.suite.data.val_fraction
+                )[1],
             )
             for s in self.plan.studies
         ]
@@ -355,7 +363,12 @@ class Driver:
             else:
                 reporter = Reporter(broker, item.study, spec.number) if item.study else None
                 ref = student_task.options(**options(spec)).remote(
-                    spec, data(spec.dataset), self.info, teacher_weights(spec), reporter
+                    spec,
+                    data(spec.dataset),
+                    self.info,
+                    teacher_weights(spec),
+                    reporter,
+                    self._cached_synthetic(spec),
                 )
             inflight[ref] = item
 
@@ -398,8 +411,9 @@ class Driver:
                 if spec.phase == "teacher":
                     teachers_running.discard(spec.trial_id)
                     self._cache_teacher(spec, outcome, weights[spec.trial_id])
-                # The row first, then the study: a driver killed in between finds the row and
-                # tells the study from it instead of running the trial again.
+                # Files first, then the row that names them, then the study: a driver killed in
+                # between finds the row and tells the study from it instead of rerunning.
+                self._write_artifacts(outcome)
                 store.write_trial(self.results_dir, outcome.row)
                 write_curve(run_dir, spec.trial_id, outcome.curve)
                 loose += 1
@@ -445,6 +459,23 @@ class Driver:
         if blob is not None:
             with store.atomic_file(teacher_cache_path(self.results_dir, spec.trial_id)) as f:
                 f.write(blob)
+
+    def _write_artifacts(self, outcome: TrialOutcome) -> None:
+        for rel, blob in outcome.artifacts.items():
+            path = self.results_dir / rel
+            if path.exists():  # content-addressed or per trial: the file is already right
+                continue
+            with store.atomic_file(path) as f:
+                f.write(blob)
+
+    def _cached_synthetic(self, spec: TrialSpec) -> bytes | None:
+        """A ``dd_*`` trial's synthetic set, when one with its content key was made before."""
+        from kdbench.methods import method_class
+
+        if not method_class(spec.method).needs.synthetic_set:
+            return None
+        path = self.results_dir / synthetic_artifact(spec.synthetic_key)
+        return path.read_bytes() if path.exists() else None
 
     def _cached_teacher(self, teacher_id: str) -> Any:
         """A finished teacher's weights from the cache (None when its trial failed)."""

@@ -33,9 +33,10 @@ def student_task(
     info: RunInfo,
     teacher_weights: bytes | None,
     reporter: Reporter | None = None,
+    synthetic: bytes | None = None,
 ) -> TrialOutcome:
     """A tune or final trial; a tune trial reports each epoch and returns early when pruned."""
-    return run_trial(spec, data, info, teacher_weights, reporter)
+    return run_trial(spec, data, info, teacher_weights, reporter, synthetic)
 
 
 def options(spec: TrialSpec) -> dict[str, Any]:

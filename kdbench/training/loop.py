@@ -97,14 +97,21 @@ def fit(
     teacher: KDModel | None = None,
     device: torch.device | None = None,
     on_epoch: Callable[[EpochStats], bool | None] | None = None,
+    val_every: int = 1,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with ``method``'s loss; validate after every epoch.
 
-    ``on_epoch`` sees each epoch's statistics; returning True stops training there (pruning).
+    ``on_epoch`` sees each validated epoch's statistics; returning True stops training there
+    (pruning). ``val_every``: validate every that many epochs and after the last (a student
+    on a 100-image synthetic set runs hundreds of short epochs; validating each would cost
+    more than training); the other epochs' ``val_acc`` is NaN.
     """
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
-    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    if method.needs.transfer_set:  # the training images + the unlabeled pool (label -1)
+        train_x, train_y = data.transfer_set(device)
+    else:
+        train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     val_x, val_y = data.val_x.to(device), data.val_y.to(device)
     n = len(train_y)
     params = list(model.parameters()) + list(method.parameters())
@@ -162,7 +169,8 @@ def fit(
         mean_loss = (loss_sum / max(steps, 1)).item()
         if not math.isfinite(mean_loss):
             raise TrialDiverged(f"loss became {mean_loss} in epoch {epoch + 1} of {epochs}")
-        val_acc = accuracy(predict(model, data, val_x), val_y)
+        validate = (epoch + 1) % val_every == 0 or epoch + 1 == epochs
+        val_acc = accuracy(predict(model, data, val_x), val_y) if validate else math.nan
         stats = EpochStats(
             epoch=epoch + 1,
             lr=lr,
@@ -172,6 +180,6 @@ def fit(
             terms={k: float(v / max(steps, 1)) for k, v in term_sums.items()},
         )
         curve.append(stats)
-        if on_epoch is not None and on_epoch(stats):
+        if validate and on_epoch is not None and on_epoch(stats):
             return FitResult(curve, seen, time.perf_counter() - start, stopped_early=True)
     return FitResult(curve=curve, images_seen=seen, train_seconds=time.perf_counter() - start)

@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psutil
@@ -24,6 +24,7 @@ from kdbench import provenance
 from kdbench.data import DataBundle
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.scratch import Scratch
+from kdbench.methods.synthetic import SyntheticSet, SyntheticSetMethod
 from kdbench.models import KDModel, build_model, count_macs, count_params
 from kdbench.plan import TrialSpec
 from kdbench.training.loop import EpochStats, accuracy, fit, predict
@@ -44,6 +45,21 @@ class TrialOutcome:
     curve: list[dict[str, Any]] = field(default_factory=list)
     weights: bytes | None = None
     """A teacher's state dict (torch.save bytes), for the students that distil from it."""
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    """Files for the driver to write, by path relative to the results directory."""
+
+
+ARTIFACTS = "_artifacts"
+
+
+def student_artifact(trial_id: str) -> str:
+    """Where a final trial's student is saved, relative to the results directory."""
+    return f"{ARTIFACTS}/students/{trial_id}.pt"
+
+
+def synthetic_artifact(key: str) -> str:
+    """Where a synthetic set is saved (by content key), relative to the results directory."""
+    return f"{ARTIFACTS}/synthetic/{key}.pt"
 
 
 class PeakMemory:
@@ -139,6 +155,27 @@ def load_weights(blob: bytes) -> dict[str, torch.Tensor]:
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
+def dump_student(model: torch.nn.Module, spec: TrialSpec, data: DataBundle) -> bytes:
+    """A final trial's student: its weights and what rebuilding and feeding it takes."""
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "arch": spec.student,
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "dataset": spec.dataset,
+            "method": spec.label,
+            "seed": spec.seed,
+            "trial_id": spec.trial_id,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        },
+        buf,
+    )
+    return buf.getvalue()
+
+
 def dump_weights(model: torch.nn.Module) -> bytes:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
@@ -155,11 +192,13 @@ def run_trial(
     info: RunInfo,
     teacher_weights: bytes | None = None,
     reporter: Reporter | None = None,
+    synthetic: bytes | None = None,
 ) -> TrialOutcome:
     """Run one trial; an exception becomes a ``failed`` row with its reason, never a crash.
 
     A tuning trial reports its validation accuracy after every epoch through ``reporter``;
     when the pruner says stop, training ends there and the row says ``pruned``.
+    ``synthetic``: a ``dd_*`` trial's synthetic set made before (the driver's cache), if any.
     """
     torch.set_num_threads(max(1, int(spec.cpus)))
     device = pick_device(spec.gpus)
@@ -170,7 +209,9 @@ def run_trial(
             if spec.phase == "teacher":
                 outcome = _teacher_trial(spec, data, info, device, teacher_weights)
             else:
-                outcome = _student_trial(spec, data, info, device, teacher_weights, reporter)
+                outcome = _student_trial(
+                    spec, data, info, device, teacher_weights, reporter, synthetic
+                )
         outcome.row["peak_mem_mb"] = mem.mb
     except Exception as exc:
         outcome = TrialOutcome(
@@ -252,6 +293,7 @@ def _student_trial(
     device: torch.device,
     teacher_weights: bytes | None,
     reporter: Reporter | None = None,
+    synthetic: bytes | None = None,
 ) -> TrialOutcome:
     cls = method_class(spec.method)
     teacher: KDModel | None = None
@@ -275,27 +317,49 @@ def _student_trial(
     params, macs = count_params(student), count_macs(student, data.input_shape)
     ctx = MethodContext.for_data(student, teacher, data, device)
     method = cls(dict(spec.hparams), ctx).to(device)
+    row = base_row(spec, info)
+    artifacts: dict[str, bytes] = {}
+    train_data, epochs, made_seconds = data, spec.epochs, 0.0
+    if cls.needs.synthetic_set:
+        # Dataset distillation: the student trains on the method's synthetic set alone, for
+        # as many optimiser steps as a student on the whole training split.
+        assert isinstance(method, SyntheticSetMethod)
+        path = synthetic_artifact(spec.synthetic_key)
+        if synthetic is not None:
+            made = SyntheticSet.from_bytes(synthetic)
+        else:
+            made = method.synthesize(data, seed=spec.seed, device=device)
+            made.meta.update(method=spec.method, dataset=spec.dataset, seed=spec.seed)
+            made.meta["hparams"] = dict(spec.hparams)
+            artifacts[path] = made.to_bytes()
+        train_data = replace(data, train_x=made.images, train_y=made.labels)
+        epochs = method.student_epochs(
+            spec.epochs, len(data.train_y), len(made.labels), spec.budget.batch_size
+        )
+        made_seconds = made.seconds
+        row.update(epochs=epochs, artifact=path)
     result = fit(
         student,
-        data,
+        train_data,
         method=method,
         budget=spec.budget,
-        epochs=spec.epochs,
+        epochs=epochs,
         seed=spec.seed,
         augment=spec.data.augment,
-        teacher=teacher,
+        # A dd_* method's teacher (herding's) chose the set; it takes no part in training.
+        teacher=None if cls.needs.synthetic_set else teacher,
         device=device,
         on_epoch=(lambda s: reporter(s.epoch, s.val_acc)) if reporter else None,
+        val_every=max(1, epochs // spec.epochs),
     )
-    row = base_row(spec, info)
     row.update(
         status="pruned" if result.stopped_early else "ok",
         val_acc=result.val_acc,
         student_params=params,
         student_macs=macs,
         images_seen=result.images_seen,
-        epoch_reported=len(result.curve),
-        train_seconds=result.train_seconds,
+        epoch_reported=result.curve[-1].epoch if result.curve else 0,
+        train_seconds=made_seconds + result.train_seconds,
     )
     if spec.phase == "final":
         # The test split is touched here and only here: the final phase, after training ends.
@@ -308,4 +372,8 @@ def _student_trial(
                 teacher_test_acc=accuracy(t_logits, test_y),
                 agreement=(logits.argmax(1) == t_logits.argmax(1)).float().mean().item(),
             )
-    return TrialOutcome(row=row, curve=_curve_rows(result.curve))
+        # The distilled student, to take home: see ``kdbench.results.load_student``.
+        weights = student_artifact(spec.trial_id)
+        artifacts[weights] = dump_student(student, spec, data)
+        row.setdefault("artifact", weights)  # a dd_* row's artifact is its synthetic set
+    return TrialOutcome(row=row, curve=_curve_rows(result.curve), artifacts=artifacts)

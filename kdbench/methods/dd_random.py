@@ -1,0 +1,35 @@
+"""``dd_random``: a random real subset of ``ipc`` images per class (the baseline of dataset
+distillation; Wang et al. 2018, "Dataset Distillation", §5, and the "Random" column of Zhao
+et al. 2021, "Dataset Condensation with Gradient Matching", Table 1).
+
+S = ⋃_c {x_i : i ∈ R_c}, R_c ⊂ {i : y_i = c}, |R_c| = ipc, drawn uniformly without replacement
+with the trial's seed; the student is then trained from scratch on S alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdbench.methods.registry import METHODS
+from kdbench.methods.synthetic import (
+    SyntheticSet,
+    SyntheticSetMethod,
+    ipc,
+    random_subset,
+    train_epochs,
+)
+
+
+@METHODS.register("dd_random")
+class DDRandom(SyntheticSetMethod):
+    """A seeded random subset of ``ipc`` real training images per class."""
+
+    name = "dd_random"
+    hparams = (ipc(10), train_epochs())
+
+    def synthesize(self, data, *, seed: int, device: torch.device) -> SyntheticSet:
+        gen = torch.Generator().manual_seed(seed)
+        pick = random_subset(data.train_y, data.num_classes, self.hp["ipc"], gen)
+        images = data.train_x[pick]
+        images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+        return SyntheticSet(images, data.train_y[pick].long(), meta={"indices": pick.tolist()})

@@ -1,0 +1,242 @@
+"""What the dataset-distillation methods (``dd_*``) share: the synthetic set and its making.
+
+A ``dd_*`` method does not add a loss term to the student's training. It *replaces the
+training set*: ``synthesize`` makes ``ipc`` images per class from the training split (a
+chosen real subset, or images learned by matching), and the student is then trained from
+scratch, with cross-entropy, on those images alone, and scored on the real validation and
+test splits. The trainer learns this from ``needs.synthetic_set``; it never reads the name.
+
+How the student trains on the synthetic set: with the suite's optimiser, learning rate and
+schedule, for as many optimiser *steps* as a student on the full training split takes (a
+student on 100 images runs 255 epochs where one on digits' 1,078 runs 30): the same
+training budget in steps for every method of a suite. ``train_epochs`` sets the epochs
+instead: the reference protocol is ``train_epochs: 300`` with a budget of SGD lr 0.01,
+batch 256, step schedule at epoch 150 (``suites/dataset_distillation.yaml``).
+
+Synthesis works in the normalised space the networks see; the set is stored back in the
+data set's stored scale (floats around [0, 1]), so the trainer treats it like any split.
+Learned images are not clipped to [0, 1], as in the reference code.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from kdbench.methods.base import HParam, Method, MethodContext, Needs
+
+
+@dataclass
+class SyntheticSet:
+    """``ipc`` images per class, in the data set's stored scale, and how they were made."""
+
+    images: torch.Tensor
+    """(N, C, H, W) float32."""
+    labels: torch.Tensor
+    """(N,) int64, grouped by class."""
+    iterations: int = 0
+    """Optimisation iterations done (0 for a selected real subset)."""
+    seconds: float = 0.0
+    """Wall time it took to make."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """The artifact file: a weights-only loadable dict (``torch.load(f, weights_only=True)``)."""
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "images": self.images.detach().cpu().float().contiguous(),
+                "labels": self.labels.detach().cpu().long(),
+                "iterations": self.iterations,
+                "seconds": self.seconds,
+                "meta": self.meta,
+            },
+            buf,
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> SyntheticSet:
+        d = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        return cls(d["images"], d["labels"], d["iterations"], d["seconds"], d.get("meta", {}))
+
+
+# -- hyperparameters the dd_* methods share -------------------------------------------------
+
+
+def train_epochs() -> HParam:
+    return HParam(
+        "train_epochs",
+        0,
+        kind="int",
+        low=0,
+        doc="epochs of the student on the synthetic set; 0: as many optimiser steps as the "
+        "suite's budget takes on the whole training split",
+    )
+
+
+def ipc(default: int = 10) -> HParam:
+    return HParam(
+        "ipc", default, kind="int", low=1, doc="images per class in the synthetic set (1, 10, 50)"
+    )
+
+
+def time_budget(default: float) -> HParam:
+    return HParam(
+        "time_budget_s",
+        default,
+        low=0.0,
+        doc="wall-clock budget of the synthesis in seconds; it stops after the last iteration "
+        "that fits (0: no budget, run every iteration)",
+    )
+
+
+def net_width() -> HParam:
+    return HParam(
+        "net_width",
+        0,
+        kind="int",
+        low=0,
+        doc="channels of the matching ConvNet; 0: sized to the images (see matching_net)",
+    )
+
+
+def net_depth() -> HParam:
+    return HParam(
+        "net_depth",
+        0,
+        kind="int",
+        low=0,
+        doc="conv blocks of the matching ConvNet; 0: sized to the images (see matching_net)",
+    )
+
+
+def image_lr(default: float) -> HParam:
+    return HParam(
+        "lr_img",
+        default,
+        low=0.0,
+        low_open=True,
+        doc="learning rate of the synthetic images (SGD, momentum 0.5); not searched by "
+        "default: each tuning trial would be a whole synthesis",
+    )
+
+
+class SyntheticSetMethod(Method):
+    """Base of the ``dd_*`` methods: subclasses write ``synthesize``."""
+
+    needs: ClassVar[Needs] = Needs(teacher=False, synthetic_set=True)
+    combinable: ClassVar[bool] = False
+    training_hparams: ClassVar[tuple[str, ...]] = ("train_epochs",)
+    """Hyperparameters of the student's training, not of the set (left out of its cache key)."""
+
+    def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
+        super().__init__(hp, ctx)
+        self.teacher = ctx.teacher
+
+    def synthesize(self, data: Any, *, seed: int, device: torch.device) -> SyntheticSet:
+        """The synthetic set for ``data`` (a ``DataBundle``), deterministic for a seed."""
+        raise NotImplementedError
+
+    def student_epochs(self, epochs: int, n_train: int, n_synthetic: int, batch_size: int) -> int:
+        """Epochs of the student on the set: ``train_epochs``, or the suite's steps."""
+        fixed = int(self.hp.get("train_epochs", 0))
+        return fixed or synthetic_epochs(epochs, n_train, n_synthetic, batch_size)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def class_indices(labels: torch.Tensor, num_classes: int, per_class: int) -> list[torch.Tensor]:
+    """Indices of each class in ``labels``; a class with fewer than ``per_class`` is refused."""
+    out = []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < per_class:
+            raise ValueError(
+                f"ipc={per_class} needs {per_class} training images of class {c}; "
+                f"the training split has {len(idx)}"
+            )
+        out.append(idx)
+    return out
+
+
+def random_subset(
+    labels: torch.Tensor, num_classes: int, per_class: int, gen: torch.Generator
+) -> torch.Tensor:
+    """``per_class`` distinct random indices of each class, grouped by class."""
+    picks = []
+    for idx in class_indices(labels, num_classes, per_class):
+        picks.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.cat(picks)
+
+
+def to_stored(x: torch.Tensor, data: Any) -> torch.Tensor:
+    """Normalised images back to the data set's stored scale (the inverse of ``normalize``)."""
+    mean = torch.tensor(data.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=x.device).view(1, -1, 1, 1)
+    return x * std + mean
+
+
+class Deadline:
+    """Stops an optimisation after the last iteration that fits in ``budget_s`` (0: never)."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget = budget_s
+        self.start = time.perf_counter()
+        self.longest = 0.0
+        self._last = self.start
+
+    def tick(self) -> bool:
+        """Call after each iteration: whether another one would overrun the budget."""
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self._last)
+        self._last = now
+        if self.budget <= 0 or math.isinf(self.budget):
+            return False
+        return now - self.start + self.longest > self.budget
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def matching_size(input_shape: tuple[int, ...], width: int, depth: int) -> tuple[int, int]:
+    """(width, depth) of the matching ConvNet; 0 picks the size for the images.
+
+    The reference (width 128, depth 3) is sized for 28-32 px images, whose last normalised map
+    is 7×7 or 8×8. On smaller images depth 3 normalises a 2×2 map, which leaves the features
+    almost nothing to say: measured on digits (8×8) at ipc 10, a 30 s distribution matching
+    with depth 3 gave a ConvNet-3 student 76.8 % where depth 2 gave 98.0 %. So ``0`` means:
+    images of 28 px and more, the reference; smaller ones, depth log2(side) − 1 (2 at 8 px,
+    last normalised map 4×4) and width 64.
+    """
+    side = min(input_shape[-2:])
+    if not width:
+        width = 128 if side >= 28 else 64
+    if not depth:
+        depth = 3 if side >= 28 else max(1, side.bit_length() - 2)
+    return width, depth
+
+
+def matching_net(data: Any, width: int, depth: int, device: torch.device) -> torch.nn.Module:
+    """A freshly initialised ConvNet for matching (instance norm: it sees one class at a time)."""
+    from kdbench.models.convnet import ConvNet
+
+    width, depth = matching_size(data.input_shape, width, depth)
+    net = ConvNet(
+        num_classes=data.num_classes, input_shape=data.input_shape, width=width, depth=depth
+    )
+    return net.to(device)
+
+
+def synthetic_epochs(epochs: int, n_train: int, n_synthetic: int, batch_size: int) -> int:
+    """Epochs on the synthetic set that take as many optimiser steps as ``epochs`` on the data."""
+    steps = epochs * math.ceil(n_train / batch_size)
+    return max(1, math.ceil(steps / math.ceil(n_synthetic / batch_size)))
