@@ -16,7 +16,7 @@ import torch
 
 from kdbench.data import DataBundle, augment_batch
 from kdbench.methods.base import Method, Step
-from kdbench.models.base import KDModel
+from kdbench.models.base import KDModel, ModelOutput
 from kdbench.suite import Budget
 
 
@@ -85,6 +85,56 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> float:
     return (top == y[:, None]).any(dim=1).float().mean().item()
 
 
+TEACHER_CACHE_BYTES = 2 * 2**30
+"""The most memory the teacher's cached outputs may take; above it, the teacher runs every step."""
+
+
+@dataclass
+class TeacherCache:
+    """The teacher's outputs for every training image, in eval mode (what it gives every step)."""
+
+    out: ModelOutput
+
+    def take(self, idx: torch.Tensor) -> ModelOutput:
+        o = self.out
+        return ModelOutput(
+            logits=o.logits[idx],
+            feats=[f[idx] for f in o.feats],
+            embedding=None if o.embedding is None else o.embedding[idx],
+            preact=[f[idx] for f in o.preact],
+        )
+
+
+@torch.no_grad()  # not inference_mode: its tensors could not be saved for the student's backward
+def teacher_outputs(
+    teacher: KDModel, data: DataBundle, train_x: torch.Tensor, batch_size: int = 512
+) -> TeacherCache | None:
+    """All of the teacher's outputs on ``train_x``, or None when they would not fit the cap."""
+    probe = teacher.forward_features(data.normalize(train_x[:1]))
+    tensors = [probe.logits, *probe.feats, *probe.preact]
+    if probe.embedding is not None:
+        tensors.append(probe.embedding)
+    per_image = sum(t.numel() * t.element_size() for t in tensors)
+    if per_image * len(train_x) > TEACHER_CACHE_BYTES:
+        return None
+    parts = [
+        teacher.forward_features(data.normalize(train_x[i : i + batch_size]))
+        for i in range(0, len(train_x), batch_size)
+    ]
+
+    def cat(get):
+        return torch.cat([get(p) for p in parts])
+
+    return TeacherCache(
+        ModelOutput(
+            logits=cat(lambda p: p.logits),
+            feats=[cat(lambda p, i=i: p.feats[i]) for i in range(len(probe.feats))],
+            embedding=None if probe.embedding is None else cat(lambda p: p.embedding),
+            preact=[cat(lambda p, i=i: p.preact[i]) for i in range(len(probe.preact))],
+        )
+    )
+
+
 def fit(
     model: KDModel,
     data: DataBundle,
@@ -118,6 +168,12 @@ def fit(
     opt = make_optimizer(params, budget)
     if teacher is not None:
         teacher.eval()
+    uses_teacher = method.needs.teacher and teacher is not None
+    augments = augment and (data.augment.pad > 0 or data.augment.flip)
+    cached = None
+    if uses_teacher and not augments:
+        # The teacher sees the same images every epoch: compute its outputs once.
+        cached = teacher_outputs(teacher, data, train_x)
     model.train()
     method.train()
     curve: list[EpochStats] = []
@@ -141,7 +197,9 @@ def fit(
                 x = augment_batch(x, data.augment, gen)
             y = train_y[idx]
             t_out = None
-            if method.needs.teacher and teacher is not None:
+            if cached is not None:
+                t_out = cached.take(idx)
+            elif uses_teacher:
                 with torch.no_grad():
                     t_out = teacher.forward_features(x)
             s_out = model.forward_features(x)

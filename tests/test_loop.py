@@ -1,0 +1,61 @@
+"""The training loop's shortcuts change nothing but the time they take."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdbench.methods import MethodContext, method_class
+from kdbench.models import build_model
+from kdbench.suite import Budget
+from kdbench.training import loop
+
+
+def train(data, method_name, *, augment=False, epochs=2):
+    torch.manual_seed(0)
+    teacher = build_model("cnn_small", num_classes=10, input_shape=(1, 8, 8)).eval()
+    student = build_model("cnn_tiny", num_classes=10, input_shape=(1, 8, 8))
+    cls = method_class(method_name)
+    method = cls(cls.defaults(), MethodContext.for_data(student, teacher, data, torch.device("cpu")))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    result = loop.fit(
+        student,
+        data,
+        method=method,
+        budget=Budget(epochs=epochs, batch_size=32),
+        epochs=epochs,
+        seed=0,
+        augment=augment,
+        teacher=teacher,
+    )
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    return student, result
+
+
+@pytest.mark.parametrize("method_name", ["kd", "at", "crd"])
+def test_cached_teacher_outputs_train_the_same_student(synthetic, monkeypatch, method_name):
+    calls = {"n": 0}
+    real = loop.teacher_outputs
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "teacher_outputs", counting)
+    cached, r1 = train(synthetic, method_name)
+    assert calls["n"] == 1  # once per fit, not per epoch or step
+    monkeypatch.setattr(loop, "TEACHER_CACHE_BYTES", 0)  # too small: the teacher runs each step
+    every_step, r2 = train(synthetic, method_name)
+    for (k, a), b in zip(cached.state_dict().items(), every_step.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4), k
+    assert r1.val_acc == pytest.approx(r2.val_acc, abs=0.02)
+
+
+def test_augmented_batches_are_not_served_from_the_cache(synthetic, monkeypatch):
+    from kdbench.data.base import AugmentSpec
+
+    shifted = type(synthetic)(**{**synthetic.__dict__, "augment": AugmentSpec(pad=1)})
+    calls = {"n": 0}
+    monkeypatch.setattr(loop, "teacher_outputs", lambda *a, **k: calls.__setitem__("n", 1))
+    train(shifted, "kd", augment=True, epochs=1)
+    assert calls["n"] == 0
