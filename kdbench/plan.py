@@ -126,6 +126,8 @@ def _plain(budget: Budget) -> dict[str, Any]:
         "momentum": budget.momentum,
         "weight_decay": budget.weight_decay,
         "schedule": budget.schedule.to_yaml(),
+        # Only when set: the trials of suites written before the field keep their ids.
+        **({"precision": budget.precision} if budget.precision != "auto" else {}),
     }
 
 

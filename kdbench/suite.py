@@ -22,6 +22,7 @@ from kdbench.errors import KdbenchError, SuiteError, choices_hint
 from kdbench.methods.base import HParam, SearchSpace
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "constant")
 PRUNERS = ("median", "hyperband", "none")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -58,6 +59,9 @@ class Budget:
     momentum: float = 0.9
     weight_decay: float = 5.0e-4
     schedule: Schedule = field(default_factory=Schedule)
+    precision: str = "auto"
+    """``fp32``; ``bf16`` (autocast, channels_last); ``auto``: bf16 for compute-bound models
+    (≥ 20M MACs an image) on hardware with fast bf16, fp32 otherwise (see training.loop)."""
 
 
 @dataclass(frozen=True)
@@ -531,6 +535,7 @@ def _budget(c: _Checker, raw: Any) -> Budget:
             raw.get("weight_decay", d.weight_decay), "budget.weight_decay", low=0
         ),
         schedule=_schedule(c, raw.get("schedule", "cosine"), "budget.schedule"),
+        precision=c.choice(raw.get("precision", d.precision), "budget.precision", PRECISIONS),
     )
 
 

@@ -141,6 +141,11 @@ def test_crd_negatives_come_from_other_classes_and_k_adapts():
     sampler = OtherClassSampler(labels)
     neg = sampler(torch.arange(6), 50, torch.Generator().manual_seed(0))
     assert (labels[neg] != labels[:, None]).all()
+    many = sampler(torch.arange(6), 3000, torch.Generator().manual_seed(1))
+    for i in range(6):  # every sample of another class is drawn, about equally often
+        others = [j for j in range(6) if labels[j] != labels[i]]
+        counts = torch.bincount(many[i], minlength=6)[others].float()
+        assert counts.min() > 0.8 * 3000 / len(others) and counts.sum() == 3000
     assert sampler.max_negatives() == 3  # class 0 has only 3 samples of other classes
     student = build_model("cnn_tiny", num_classes=3, input_shape=(1, 8, 8))
     teacher = build_model("cnn_small", num_classes=3, input_shape=(1, 8, 8))
