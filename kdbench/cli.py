@@ -217,6 +217,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from kdbench.scheduler import jobs
+
+    job_id = jobs.submit(
+        args.suite, address=args.address, results=args.results, retry_failed=args.retry_failed
+    )
+    print(f"submitted {args.suite} to {args.address}; follow it with:", file=sys.stderr)
+    print(f"  kdbench jobs status {job_id} --address {args.address} [--wait]", file=sys.stderr)
+    print(job_id)
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from kdbench.scheduler import jobs
+
+    if args.action == "status":
+        if args.wait:
+            state = ""
+            for state in jobs.wait(args.job_id, address=args.address):
+                print(state, flush=True)
+            return 0 if state == "SUCCEEDED" else 1
+        print(jobs.status(args.job_id, address=args.address))
+    elif args.action == "logs":
+        sys.stdout.write(jobs.logs(args.job_id, address=args.address))
+    else:
+        stopped = jobs.stop(args.job_id, address=args.address)
+        print("stopping" if stopped else "not running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kdbench", description="Compare knowledge-distillation methods fairly.")
     from kdbench import __version__
@@ -235,6 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--retry-failed", action="store_true", help="rerun trials whose row says failed")
     r.set_defaults(func=cmd_run)
+
+    sb = sub.add_parser("submit", help="run a suite on a Ray cluster as a job (Jobs API)")
+    sb.add_argument("suite")
+    sb.add_argument("--address", required=True, help="the dashboard's URL: http://HEAD:8265")
+    sb.add_argument(
+        "--results",
+        metavar="DIR",
+        help="an absolute path on the cluster (default ~/kdbench-results/<suite name>)",
+    )
+    sb.add_argument(
+        "--retry-failed", action="store_true", help="rerun trials whose row says failed"
+    )
+    sb.set_defaults(func=cmd_submit)
+
+    jb = sub.add_parser("jobs", help="the status, logs of, or stop a submitted job")
+    jb.add_argument("action", choices=("status", "logs", "stop"))
+    jb.add_argument("job_id")
+    jb.add_argument("--address", required=True, help="the dashboard's URL: http://HEAD:8265")
+    jb.add_argument(
+        "--wait", action="store_true", help="status: print each change until the job ends"
+    )
+    jb.set_defaults(func=cmd_jobs)
 
     from kdbench.results.render import FORMATS
 

@@ -1,0 +1,151 @@
+"""Submitting a suite to a Ray cluster through Ray's Jobs API, and following the job.
+
+``submit`` ships two things with the job, in its runtime environment: the suite's directory
+as the job's working directory (the suite, and the teacher checkpoints it names beside it),
+and the kdbench package itself (``py_modules``), so the cluster runs the code the submitter
+has. The job's driver is ``python -m kdbench run SUITE --address auto --results DIR`` on the
+head node: the same scheduler as a local run, on the cluster.
+
+The results directory is a path *on the cluster*: the driver alone writes it (workers send
+their rows back), so it must be a place on the head node that outlives the job (not the
+job's temporary working directory), or a shared file system. Object-store URIs (s3://,
+gs://) are not supported yet and are refused.
+
+Token authentication: the client sends the token Ray finds for this process
+(``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``, with ``RAY_AUTH_MODE=token``), as Ray's own
+``ray job`` CLI does.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kdbench
+from kdbench.errors import KdbenchError
+
+EXCLUDES = ["results/", "_cache/", "_studies/", "*.parquet", ".git/", "__pycache__/"]
+"""Never shipped from the suite's directory: results, caches, version control."""
+
+DEFAULT_RESULTS = "~/kdbench-results"
+"""Where a submitted run writes when ``--results`` is not given (on the head node)."""
+
+
+def _client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    if not address.startswith(("http://", "https://")):
+        raise KdbenchError(
+            f"--address {address}: expected the dashboard's URL, e.g. http://HEAD:8265"
+        )
+    try:
+        return JobSubmissionClient(address)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError here
+        raise KdbenchError(
+            f"--address {address}: no Ray dashboard answers there ({_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def results_dir(results: str | None, suite_name: str) -> str:
+    """The results path the job will write, as the cluster's shell will read it."""
+    if results is None:
+        return f"{DEFAULT_RESULTS}/{suite_name}"
+    if "://" in results:
+        raise KdbenchError(
+            f"--results {results}: object-store URIs are not supported yet; give a path on the "
+            "cluster's shared file system (or on the head node)"
+        )
+    if not (results.startswith("/") or results.startswith("~")):
+        raise KdbenchError(
+            f"--results {results}: give an absolute path on the cluster (a relative one would "
+            "land in the job's temporary working directory)"
+        )
+    return results
+
+
+def entrypoint(suite_file: str, results: str, *, retry_failed: bool = False) -> str:
+    # The path's ~ must reach the head's shell unquoted to be expanded there.
+    home, rest = (results[:1], results[1:]) if results.startswith("~") else ("", results)
+    target = home + (shlex.quote(rest) if rest else "")
+    command = f"python -m kdbench run {shlex.quote(suite_file)} --address auto --results {target}"
+    return command + (" --retry-failed" if retry_failed else "")
+
+
+def submit(
+    suite_path: str | Path,
+    *,
+    address: str,
+    results: str | None = None,
+    retry_failed: bool = False,
+) -> str:
+    """Submits the suite; returns the job id."""
+    from kdbench.suite import load_suite
+
+    path = Path(suite_path).resolve()
+    suite = load_suite(path)  # refused here, in one line, rather than on the cluster
+    client = _client(address)
+    package = Path(kdbench.__file__).parent
+    runtime_env = {
+        "working_dir": str(path.parent),
+        "py_modules": [str(package)],
+        "excludes": EXCLUDES,
+        "env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+    }
+    try:
+        return client.submit_job(
+            entrypoint=entrypoint(
+                path.name, results_dir(results, suite.name), retry_failed=retry_failed
+            ),
+            runtime_env=runtime_env,
+            metadata={"kdbench_suite": suite.name, "kdbench_version": kdbench.__version__},
+        )
+    except KdbenchError:
+        raise
+    except Exception as exc:
+        raise KdbenchError(f"{address}: the job was not accepted ({_first_line(exc)})") from None
+
+
+def status(job_id: str, *, address: str) -> str:
+    """The job's status: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
+    client = _client(address)
+    try:
+        return str(client.get_job_status(job_id).value)
+    except Exception as exc:
+        raise KdbenchError(f"job {job_id}: {_first_line(exc)}") from None
+
+
+def logs(job_id: str, *, address: str) -> str:
+    client = _client(address)
+    try:
+        return client.get_job_logs(job_id)
+    except Exception as exc:
+        raise KdbenchError(f"job {job_id}: {_first_line(exc)}") from None
+
+
+def stop(job_id: str, *, address: str) -> bool:
+    client = _client(address)
+    try:
+        return bool(client.stop_job(job_id))
+    except Exception as exc:
+        raise KdbenchError(f"job {job_id}: {_first_line(exc)}") from None
+
+
+def wait(job_id: str, *, address: str, poll_s: float = 2.0) -> Iterator[str]:
+    """The job's status each time it changes, until it is over."""
+    last = None
+    while True:
+        now = status(job_id, address=address)
+        if now != last:
+            yield now
+            last = now
+        if now in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return
+        time.sleep(poll_s)
