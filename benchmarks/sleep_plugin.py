@@ -1,0 +1,66 @@
+"""A data set, a model and a method whose trial's work is a fixed sleep (scheduler_overhead.py).
+
+Imported in the driver and, through Ray's ``worker_process_setup_hook``, in every worker, so
+that trial specs naming them resolve everywhere, as a user's entry-point plugin would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdbench.data import DATASETS, DataBundle
+from kdbench.data.registry import DatasetInfo
+from kdbench.methods import METHODS, HParam, Method, Needs, SearchSpace, Step
+from kdbench.models import MODELS, KDModel, ModelOutput
+
+WORK_S = float(os.environ.get("KDBENCH_SLEEP_S", "0.2"))
+
+
+class Flat(KDModel):
+    def __init__(self, *, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.fc = nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> ModelOutput:
+        emb = x.flatten(1)
+        return ModelOutput(logits=self.fc(emb), feats=[x], embedding=emb)
+
+
+def sleep_net(*, num_classes: int, input_shape: tuple[int, ...]) -> Flat:
+    """A linear layer: nothing to compute."""
+    return Flat(num_classes=num_classes, input_shape=input_shape)
+
+
+def sleep_data(*, root=None, val_fraction: float = 0.1) -> DataBundle:
+    """Two images per split."""
+    x = torch.rand(2, 1, 2, 2)
+    y = torch.tensor([0, 1])
+    return DataBundle("sleep_data", x, y, x, y, x, y, num_classes=2)
+
+
+sleep_data.info = DatasetInfo(2, (1, 2, 2), 2, 2, 2)  # type: ignore[attr-defined]
+
+
+class Sleep(Method):
+    """Cross-entropy, after sleeping WORK_S seconds in its one training step."""
+
+    name = "sleep"
+    hparams = (HParam("x", 0.5, low=0.0, high=1.0, search=SearchSpace(0.0, 1.0)),)
+    needs = Needs(teacher=False)
+    combinable = False
+
+    def loss(self, step: Step) -> dict[str, torch.Tensor]:
+        time.sleep(WORK_S)
+        return {"ce": F.cross_entropy(step.student.logits, step.y)}
+
+
+def register() -> None:
+    if "sleep" not in METHODS:
+        DATASETS.add("sleep_data", sleep_data)
+        MODELS.add("sleep_net", sleep_net)
+        METHODS.add("sleep", Sleep)
