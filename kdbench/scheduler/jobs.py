@@ -30,6 +30,9 @@ from kdbench.errors import KdbenchError
 EXCLUDES = ["results/", "_cache/", "_studies/", "*.parquet", ".git/", "__pycache__/"]
 """Never shipped from the suite's directory: results, caches, version control."""
 
+AGENT_WAIT_S = 60.0
+"""How long ``submit`` waits for a just-started cluster's job agent."""
+
 DEFAULT_RESULTS = "~/kdbench-results"
 """Where a submitted run writes when ``--results`` is not given (on the head node)."""
 
@@ -99,18 +102,24 @@ def submit(
         "excludes": EXCLUDES,
         "env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
     }
-    try:
-        return client.submit_job(
-            entrypoint=entrypoint(
-                path.name, results_dir(results, suite.name), retry_failed=retry_failed
-            ),
-            runtime_env=runtime_env,
-            metadata={"kdbench_suite": suite.name, "kdbench_version": kdbench.__version__},
-        )
-    except KdbenchError:
-        raise
-    except Exception as exc:
-        raise KdbenchError(f"{address}: the job was not accepted ({_first_line(exc)})") from None
+    command = entrypoint(path.name, results_dir(results, suite.name), retry_failed=retry_failed)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=command,
+                runtime_env=runtime_env,
+                metadata={"kdbench_suite": suite.name, "kdbench_version": kdbench.__version__},
+            )
+        except Exception as exc:
+            # A cluster just started answers 500 "No available agent" until its dashboard
+            # agent is up (seconds): wait for it rather than fail.
+            if "No available agent" in str(exc) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            raise KdbenchError(
+                f"{address}: the job was not accepted ({_first_line(exc)})"
+            ) from None
 
 
 def status(job_id: str, *, address: str) -> str:
