@@ -229,6 +229,10 @@ class StudyBook:
     def done(self, name: str) -> bool:
         return not self.can_ask(name) and not self.studies[name].running
 
+    def done_of(self, names: list[str]) -> list[str]:
+        """Those of ``names`` that are done (one call for the driver, not one per study)."""
+        return [n for n in names if self.done(n)]
+
     def best(self, name: str) -> tuple[dict[str, Any], float] | None:
         """The selected hyperparameters and their validation accuracy (see ``select``)."""
         o = self.studies[name]
@@ -254,6 +258,13 @@ class StudyBook:
         o.running.add(trial.number)
         self._started_total += 1
         return trial.number, dict(trial.params)
+
+    def ask_next(self, names: list[str]) -> tuple[str, int, dict[str, Any]] | None:
+        """A new trial of the first of ``names`` that may ask one, or None."""
+        for name in names:
+            if self.can_ask(name):
+                return (name, *self.ask(name))
+        return None
 
     def report(self, name: str, number: int, epoch: int, value: float) -> bool:
         """Record a trial's validation accuracy after an epoch; True: prune it now."""
