@@ -31,6 +31,9 @@ def main() -> None:
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": port,
+            # Its own port for the node's agent, which serves the Jobs API: the default
+            # (52365) is taken by any other Ray on the machine (the test session's).
+            "dashboard_agent_listen_port": free_port(),
         },
     )
     try:
