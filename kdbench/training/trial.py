@@ -202,6 +202,10 @@ def run_trial(
     """
     torch.set_num_threads(max(1, int(spec.cpus)))
     device = pick_device(spec.gpus)
+    if device.type == "cuda" and 0 < spec.gpus < 1:
+        # Several trials share the GPU (gpus_per_trial 0.25: four): each is held to its share
+        # of the memory, so one trial's peak cannot crash its neighbours.
+        torch.cuda.set_per_process_memory_fraction(spec.gpus, device)
     started = provenance.now()
     t0 = time.perf_counter()
     try:
