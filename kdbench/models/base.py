@@ -35,6 +35,16 @@ class KDModel(nn.Module):
         return self.forward_features(x).logits
 
 
+def init_conv_bn(model: nn.Module) -> None:
+    """The reference zoos' initialisation: He (fan-out) for convolutions, BatchNorm at γ=1, β=0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdbench.models.base import KDModel, ModelOutput
+from kdbench.models.base import KDModel, ModelOutput, init_conv_bn
 from kdbench.models.registry import MODELS
 
 _SETTINGS = (  # t, c, n, s
@@ -110,15 +110,9 @@ class MobileNetV2(KDModel):
         self.head = _conv_bn_relu(in_ch, last, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(last, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
+        nn.init.normal_(self.fc.weight, 0.0, 0.01)
+        nn.init.zeros_(self.fc.bias)
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:
         x = self.stem(x)

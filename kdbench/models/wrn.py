@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench.models.base import KDModel, ModelOutput
+from kdbench.models.base import KDModel, ModelOutput, init_conv_bn
 from kdbench.models.registry import MODELS
 
 
@@ -80,12 +80,7 @@ class WideResNet(KDModel):
         self.bn = nn.BatchNorm2d(in_ch)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         nn.init.zeros_(self.fc.bias)
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:
