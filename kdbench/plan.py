@@ -99,7 +99,7 @@ class TrialSpec:
 
         cls = method_class(self.method)
         uses_teacher = cls.needs.teacher
-        training = getattr(cls, "training_hparams", ())
+        training = cls.training_hparams
         identity = {
             "protocol": PROTOCOL_VERSION,
             "dataset": self.dataset,

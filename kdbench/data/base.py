@@ -55,7 +55,7 @@ class DataBundle:
                 f"the training images {tuple(self.train_x.shape[1:])}"
             )
         if not self.mean:
-            x = _unit(self.train_x)
+            x = to_unit(self.train_x)
             self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
             self.std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
 
@@ -77,7 +77,7 @@ class DataBundle:
             return x, y
         pool = self.unlabeled_x.to(device)
         if pool.dtype != x.dtype:  # e.g. float synthetic training images beside a uint8 pool
-            x, pool = _unit(x), _unit(pool)
+            x, pool = to_unit(x), to_unit(pool)
         no_label = torch.full((len(pool),), -1, dtype=y.dtype, device=y.device)
         return torch.cat([x, pool]), torch.cat([y, no_label])
 
@@ -85,10 +85,11 @@ class DataBundle:
         """Stored images (uint8 or float in [0, 1]) -> float, zero mean, unit variance per channel."""
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (_unit(x) - mean) / std
+        return (to_unit(x) - mean) / std
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Images as stored (uint8, or floats in [0, 1]) as floats in [0, 1]."""
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 

@@ -219,6 +219,9 @@ class Method(nn.Module):
     needs: ClassVar[Needs] = Needs()
     combinable: ClassVar[bool] = True
     """Whether ``A+B`` may name it (a method with no term of its own adds nothing)."""
+    training_hparams: ClassVar[tuple[str, ...]] = ()
+    """Hyperparameters of the student's training alone (a dd_* method's ``train_epochs``),
+    left out of the content key of what the method makes."""
 
     def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
         super().__init__()

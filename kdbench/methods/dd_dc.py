@@ -32,15 +32,14 @@ from kdbench.methods.base import HParam
 from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
+    Matching,
     SyntheticSet,
     SyntheticSetMethod,
-    class_indices,
     image_lr,
     ipc,
     matching_net,
     net_depth,
     net_width,
-    random_subset,
     time_budget,
     to_stored,
     train_epochs,
@@ -87,11 +86,9 @@ class DDDC(SyntheticSetMethod):
         hp = self.hp
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        k, n = data.num_classes, hp["ipc"]
-        by_class = class_indices(data.train_y, k, n)
-        init = random_subset(data.train_y, k, n, gen)
-        syn = data.normalize(data.train_x[init].to(device)).requires_grad_(True)
-        labels = data.train_y[init].long().to(device)
+        n = hp["ipc"]
+        m = Matching.start(data, n, gen, device)
+        syn, labels = m.images, m.labels
         opt = torch.optim.SGD([syn], lr=hp["lr_img"], momentum=0.5)
         outer_loop, inner_loop = loops(n)
         deadline = Deadline(hp["time_budget_s"])
@@ -103,9 +100,9 @@ class DDDC(SyntheticSetMethod):
             net_opt = torch.optim.SGD(net.parameters(), lr=hp["lr_net"])
             for ol in range(outer_loop):
                 loss = syn.new_zeros(())
-                for c, idx in enumerate(by_class):
+                for c, idx in enumerate(m.by_class):
                     pick = idx[torch.randperm(len(idx), generator=gen)[: hp["batch_real"]]]
-                    real = data.normalize(data.train_x[pick].to(device))
+                    real = m.real_batch(data, pick)
                     target = torch.full((len(pick),), c, device=device)
                     g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
                     g_real = [g.detach() for g in g_real]

@@ -27,15 +27,14 @@ from kdbench.methods.base import HParam
 from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
+    Matching,
     SyntheticSet,
     SyntheticSetMethod,
-    class_indices,
     image_lr,
     ipc,
     matching_net,
     net_depth,
     net_width,
-    random_subset,
     time_budget,
     to_stored,
     train_epochs,
@@ -64,11 +63,8 @@ class DDDM(SyntheticSetMethod):
         hp = self.hp
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # the fresh networks' initialisations
-        k = data.num_classes
-        by_class = class_indices(data.train_y, k, hp["ipc"])
-        init = random_subset(data.train_y, k, hp["ipc"], gen)
-        syn = data.normalize(data.train_x[init].to(device)).requires_grad_(True)
-        labels = data.train_y[init].long()
+        m = Matching.start(data, hp["ipc"], gen, device)
+        syn = m.images
         opt = torch.optim.SGD([syn], lr=hp["lr_img"], momentum=0.5)
         deadline = Deadline(hp["time_budget_s"])
         done = 0
@@ -76,9 +72,10 @@ class DDDM(SyntheticSetMethod):
             net = matching_net(data, hp["net_width"], hp["net_depth"], device)
             net.requires_grad_(False)
             picks = [
-                idx[torch.randperm(len(idx), generator=gen)[: hp["batch_real"]]] for idx in by_class
+                idx[torch.randperm(len(idx), generator=gen)[: hp["batch_real"]]]
+                for idx in m.by_class
             ]
-            real = data.normalize(data.train_x[torch.cat(picks)].to(device))
+            real = m.real_batch(data, torch.cat(picks))
             # Instance norm treats every image alone, so all classes share one forward pass.
             with torch.no_grad():
                 emb_real = net.forward_features(real).embedding
@@ -98,7 +95,7 @@ class DDDM(SyntheticSetMethod):
                 break
         return SyntheticSet(
             to_stored(syn.detach(), data).cpu(),
-            labels,
+            m.labels.cpu(),
             iterations=done,
             seconds=deadline.elapsed,
             meta={"last_loss": float(loss.detach())},

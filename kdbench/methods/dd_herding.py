@@ -20,6 +20,7 @@ from kdbench.methods.synthetic import (
     SyntheticSetMethod,
     class_indices,
     ipc,
+    real_set,
     train_epochs,
 )
 
@@ -50,20 +51,16 @@ class DDHerding(SyntheticSetMethod):
 
     @torch.no_grad()
     def synthesize(self, data, *, seed: int, device: torch.device) -> SyntheticSet:
-        assert self.teacher is not None
-        self.teacher.eval()
+        teacher = self.ctx.teacher
+        assert teacher is not None
+        teacher.eval()
         picks = []
         for idx in class_indices(data.train_y, data.num_classes, self.hp["ipc"]):
             feats = torch.cat(
                 [
-                    self.teacher.forward_features(
-                        data.normalize(data.train_x[b].to(device))
-                    ).embedding
+                    teacher.forward_features(data.normalize(data.train_x[b].to(device))).embedding
                     for b in idx.split(512)
                 ]
             )
             picks.append(idx[torch.tensor(herding(feats, self.hp["ipc"]))])
-        pick = torch.cat(picks)
-        images = data.train_x[pick]
-        images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
-        return SyntheticSet(images, data.train_y[pick].long(), meta={"indices": pick.tolist()})
+        return real_set(data, torch.cat(picks))

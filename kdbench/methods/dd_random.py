@@ -16,6 +16,7 @@ from kdbench.methods.synthetic import (
     SyntheticSetMethod,
     ipc,
     random_subset,
+    real_set,
     train_epochs,
 )
 
@@ -30,6 +31,4 @@ class DDRandom(SyntheticSetMethod):
     def synthesize(self, data, *, seed: int, device: torch.device) -> SyntheticSet:
         gen = torch.Generator().manual_seed(seed)
         pick = random_subset(data.train_y, data.num_classes, self.hp["ipc"], gen)
-        images = data.train_x[pick]
-        images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
-        return SyntheticSet(images, data.train_y[pick].long(), meta={"indices": pick.tolist()})
+        return real_set(data, pick)

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from kdbench.data.base import to_unit
 from kdbench.methods.base import HParam, Method, MethodContext, Needs
 
 
@@ -134,19 +135,23 @@ class SyntheticSetMethod(Method):
     needs: ClassVar[Needs] = Needs(teacher=False, synthetic_set=True)
     combinable: ClassVar[bool] = False
     training_hparams: ClassVar[tuple[str, ...]] = ("train_epochs",)
-    """Hyperparameters of the student's training, not of the set (left out of its cache key)."""
 
     def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
         super().__init__(hp, ctx)
-        self.teacher = ctx.teacher
+        # Kept as the context, not as an attribute: a module attribute would make the teacher
+        # a submodule of the method, and its parameters the optimiser's.
+        self.ctx = ctx
 
     def synthesize(self, data: Any, *, seed: int, device: torch.device) -> SyntheticSet:
         """The synthetic set for ``data`` (a ``DataBundle``), deterministic for a seed."""
         raise NotImplementedError
 
-    def student_epochs(self, epochs: int, n_train: int, n_synthetic: int, batch_size: int) -> int:
+    @classmethod
+    def student_epochs(
+        cls, hp: Mapping[str, Any], epochs: int, n_train: int, n_synthetic: int, batch_size: int
+    ) -> int:
         """Epochs of the student on the set: ``train_epochs``, or the suite's steps."""
-        fixed = int(self.hp.get("train_epochs", 0))
+        fixed = int(hp.get("train_epochs") or 0)
         return fixed or synthetic_epochs(epochs, n_train, n_synthetic, batch_size)
 
 
@@ -175,6 +180,39 @@ def random_subset(
     for idx in class_indices(labels, num_classes, per_class):
         picks.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
     return torch.cat(picks)
+
+
+def real_set(data: Any, pick: torch.Tensor) -> SyntheticSet:
+    """The training images ``pick`` as a set (the subset methods' result)."""
+    return SyntheticSet(
+        to_unit(data.train_x[pick]),
+        data.train_y[pick].long(),
+        meta={"indices": pick.tolist()},
+    )
+
+
+@dataclass
+class Matching:
+    """Where the learned methods (dd_dc, dd_dm) start: the training split on the device once,
+    each class's indices, and the synthetic images, initialised from random real ones."""
+
+    train_x: torch.Tensor
+    by_class: list[torch.Tensor]
+    images: torch.Tensor
+    """Normalised, requiring grad: what the methods optimise."""
+    labels: torch.Tensor
+
+    @classmethod
+    def start(cls, data: Any, ipc: int, gen: torch.Generator, device: torch.device) -> Matching:
+        by_class = class_indices(data.train_y, data.num_classes, ipc)
+        init = random_subset(data.train_y, data.num_classes, ipc, gen)
+        train_x = data.train_x.to(device)
+        images = data.normalize(train_x[init.to(device)]).requires_grad_(True)
+        return cls(train_x, by_class, images, data.train_y[init].long().to(device))
+
+    def real_batch(self, data: Any, idx: torch.Tensor) -> torch.Tensor:
+        """Normalised training images ``idx``."""
+        return data.normalize(self.train_x[idx.to(self.train_x.device)])
 
 
 def to_stored(x: torch.Tensor, data: Any) -> torch.Tensor:

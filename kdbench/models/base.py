@@ -7,6 +7,7 @@ feeds the classifier.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,15 @@ class ModelOutput:
     preact: list[torch.Tensor] = field(default_factory=list)
     """The output of each block before its last activation (same shapes as ``feats``, unless a
     block pools after its activation); empty for a model that does not expose them."""
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ModelOutput:
+        """The same outputs with ``fn`` applied to every tensor (a batch slice, a cast)."""
+        return ModelOutput(
+            logits=fn(self.logits),
+            feats=[fn(f) for f in self.feats],
+            embedding=None if self.embedding is None else fn(self.embedding),
+            preact=[fn(f) for f in self.preact],
+        )
 
 
 class KDModel(nn.Module):

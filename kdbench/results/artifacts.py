@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from kdbench.data.base import to_unit
 from kdbench.errors import KdbenchError
 from kdbench.methods.synthetic import SyntheticSet
 from kdbench.models import KDModel, build_model
@@ -35,8 +36,7 @@ class Student(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().div(255.0) if x.dtype == torch.uint8 else x
-        return self.model((x - self.mean) / self.std)
+        return self.model((to_unit(x) - self.mean) / self.std)
 
 
 def load_student(results_dir: str | os.PathLike[str], trial_id: str) -> Student:

@@ -21,7 +21,6 @@ import torch
 from kdbench.data import dataset_info
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.base import Step
-from kdbench.methods.synthetic import synthetic_epochs
 from kdbench.models import build_model, count_macs
 from kdbench.plan import Plan, TrialSpec
 
@@ -109,9 +108,7 @@ def estimate(
         if cls is not None and cls.needs.synthetic_set:
             hp = dict(spec.hparams)
             n_syn = int(hp["ipc"]) * info.num_classes
-            epochs = int(hp.get("train_epochs") or 0) or synthetic_epochs(
-                spec.epochs, n_train, n_syn, batch
-            )
+            epochs = cls.student_epochs(hp, spec.epochs, n_train, n_syn, batch)
             n_train = n_syn
             budget = float(hp.get("time_budget_s", 0.0))
             if "time_budget_s" in hp and budget <= 0:

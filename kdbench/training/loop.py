@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,11 @@ def fast_bf16(device: torch.device) -> bool:
     with AVX-512 BF16 or AMX, where oneDNN runs bf16 convolutions natively)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    return _cpu_has_bf16()
+
+
+@cache
+def _cpu_has_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -126,14 +132,7 @@ class Precision:
 
 def as_fp32(out: ModelOutput) -> ModelOutput:
     """A network's outputs in fp32, for the losses (autocast leaves them in bf16)."""
-    if out.logits.dtype == torch.float32:
-        return out
-    return ModelOutput(
-        logits=out.logits.float(),
-        feats=[f.float() for f in out.feats],
-        embedding=None if out.embedding is None else out.embedding.float(),
-        preact=[f.float() for f in out.preact],
-    )
+    return out if out.logits.dtype == torch.float32 else out.map(lambda t: t.float())
 
 
 @torch.no_grad()
@@ -174,13 +173,7 @@ class TeacherCache:
     out: ModelOutput
 
     def take(self, idx: torch.Tensor) -> ModelOutput:
-        o = self.out
-        return ModelOutput(
-            logits=o.logits[idx],
-            feats=[f[idx] for f in o.feats],
-            embedding=None if o.embedding is None else o.embedding[idx],
-            preact=[f[idx] for f in o.preact],
-        )
+        return self.out.map(lambda t: t[idx])
 
 
 @torch.no_grad()  # not inference_mode: its tensors could not be saved for the student's backward
@@ -233,13 +226,15 @@ def fit(
     device: torch.device | None = None,
     on_epoch: Callable[[EpochStats], bool | None] | None = None,
     val_every: int = 1,
+    macs: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with ``method``'s loss; validate after every epoch.
 
     ``on_epoch`` sees each validated epoch's statistics; returning True stops training there
     (pruning). ``val_every``: validate every that many epochs and after the last (a student
     on a 100-image synthetic set runs hundreds of short epochs; validating each would cost
-    more than training); the other epochs' ``val_acc`` is NaN.
+    more than training); the other epochs' ``val_acc`` is NaN. ``macs``: the model's MACs per
+    image, when the caller counted them already (they choose its precision).
     """
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
@@ -251,7 +246,9 @@ def fit(
     n = len(train_y)
     params = list(model.parameters()) + list(method.parameters())
     opt = make_optimizer(params, budget)
-    precision = Precision.resolve(budget.precision, count_macs(model, data.input_shape), device)
+    if macs is None:
+        macs = count_macs(model, data.input_shape)
+    precision = Precision.resolve(budget.precision, macs, device)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
         method.to(memory_format=torch.channels_last)

@@ -252,6 +252,7 @@ def _teacher_trial(
     curve: list[EpochStats] = []
     seconds = 0.0
     seen = 0
+    macs = count_macs(model, data.input_shape)
     if checkpoint is not None:
         try:
             model.load_state_dict(load_weights(checkpoint))
@@ -271,6 +272,7 @@ def _teacher_trial(
             seed=spec.seed,
             augment=spec.data.augment,
             device=device,
+            macs=macs,
         )
         curve, seconds, seen = result.curve, result.train_seconds, result.images_seen
     val_logits = predict(model, data, data.val_x.to(device))
@@ -282,7 +284,7 @@ def _teacher_trial(
         test_acc=accuracy(test_logits, test_y),
         test_top5=accuracy(test_logits, test_y, k=5),
         student_params=count_params(model),
-        student_macs=count_macs(model, data.input_shape),
+        student_macs=macs,
         images_seen=seen,
         epoch_reported=spec.epochs,
         train_seconds=seconds,
@@ -338,7 +340,7 @@ def _student_trial(
             artifacts[path] = made.to_bytes()
         train_data = replace(data, train_x=made.images, train_y=made.labels)
         epochs = method.student_epochs(
-            spec.epochs, len(data.train_y), len(made.labels), spec.budget.batch_size
+            method.hp, spec.epochs, len(data.train_y), len(made.labels), spec.budget.batch_size
         )
         made_seconds = made.seconds
         row.update(epochs=epochs, artifact=path)
@@ -355,6 +357,7 @@ def _student_trial(
         device=device,
         on_epoch=(lambda s: reporter(s.epoch, s.val_acc)) if reporter else None,
         val_every=max(1, epochs // spec.epochs),
+        macs=macs,
     )
     row.update(
         status="pruned" if result.stopped_early else "ok",
