@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from kdbench.methods import METHODS, HParam, Method, Needs, SearchSpace, Step
 from kdbench.models import MODELS, KDModel, ModelOutput
 
 WORK_S = float(os.environ.get("KDBENCH_SLEEP_S", "0.2"))
+MARKS = os.environ.get("KDBENCH_SLEEP_MARKS")
+"""A folder where each trial step leaves ``<node id>__<task name>`` as it starts to sleep: the
+cluster tests watch it to remove a node while a trial runs there."""
 
 
 class Flat(KDModel):
@@ -55,6 +59,11 @@ class Sleep(Method):
     combinable = False
 
     def loss(self, step: Step) -> dict[str, torch.Tensor]:
+        if MARKS:
+            import ray
+
+            ctx = ray.get_runtime_context()
+            (Path(MARKS) / f"{ctx.get_node_id()}__{ctx.get_task_name()}").touch()
         time.sleep(WORK_S)
         return {"ce": F.cross_entropy(step.student.logits, step.y)}
 

@@ -1,4 +1,4 @@
-"""Multi-node behaviour on real Ray nodes started on this machine (tests/cluster_spread.py)."""
+"""Multi-node behaviour on real Ray nodes started on this machine (tests/cluster_nodes.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 from tests.conftest import REPO
 
 
-def test_trials_spread_over_three_nodes_and_quarter_gpus_pack_four_to_a_gpu():
+def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run():
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.cluster_spread"],
+        [sys.executable, "-m", "tests.cluster_nodes"],
         capture_output=True,
         text=True,
         env=env,
@@ -30,3 +30,10 @@ def test_trials_spread_over_three_nodes_and_quarter_gpus_pack_four_to_a_gpu():
     assert seen["packed_failed"] == 0 and seen["sleepers"] == 4
     assert seen["sleep_nodes"] == [seen["gpu_node"]] and seen["sleep_gpus"] == [0.25]
     assert seen["latest_start"] < seen["earliest_finish"], seen
+    # the CPU-only worker removed while a trial slept on it: Ray ran that trial again on a
+    # node still alive; every trial finished and each wrote exactly one row
+    assert len(seen["killed"]) == 1 and seen["alive_after"] == 2, seen
+    assert seen["faulted_failed"] == 0 and seen["faulted_statuses"] == ["ok"], seen
+    # the teacher, then scratch and sleep for each of 6 seeds
+    assert seen["faulted_rows"] == seen["faulted_trials"] == 13, seen
+    assert seen["killed_nodes"] and seen["victim"] not in seen["killed_nodes"], seen

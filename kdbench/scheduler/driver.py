@@ -419,7 +419,7 @@ class Driver:
                 outcome = self._collect(ref, spec)
                 if spec.phase == "teacher":
                     teachers_running.discard(spec.trial_id)
-                    self._cache_teacher(spec, outcome, weights[spec.trial_id])
+                    weights[spec.trial_id] = self._keep_teacher(spec, outcome, weights[spec.trial_id])
                 # Files first, then the row that names them, then the study: a driver killed in
                 # between finds the row and tells the study from it instead of rerunning.
                 self._write_artifacts(outcome)
@@ -463,15 +463,17 @@ class Driver:
                 )
             )
 
-    def _cache_teacher(self, spec: TrialSpec, outcome: TrialOutcome, weights_ref: Any) -> None:
-        if outcome.row["status"] != "ok":
-            return
+    def _keep_teacher(self, spec: TrialSpec, outcome: TrialOutcome, weights_ref: Any) -> Any:
+        """Cache a finished teacher's weights and hand them out from the driver's node from now
+        on: the node that trained the teacher may leave the cluster, and with it its copy (Ray
+        would then train the teacher again to rebuild it)."""
         import ray
 
-        blob = ray.get(weights_ref)
+        blob = ray.get(weights_ref) if outcome.row["status"] == "ok" else None
         if blob is not None:
             with store.atomic_file(teacher_cache_path(self.results_dir, spec.trial_id)) as f:
                 f.write(blob)
+        return ray.put(blob)
 
     def _write_artifacts(self, outcome: TrialOutcome) -> None:
         for rel, blob in outcome.artifacts.items():

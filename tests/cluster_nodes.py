@@ -1,7 +1,9 @@
 """Run by test_cluster in a subprocess: a head and two worker nodes on this machine, one of
 them with a logical GPU (``num_gpus=1`` where there is none). Trials are the sleep plugin's
-(benchmarks/sleep_plugin.py), registered in every worker like a user's plugin. Prints one
-JSON line with what it saw."""
+(benchmarks/sleep_plugin.py), registered in every worker like a user's plugin. Three runs:
+trials spread over the nodes; quarter-GPU trials packed on the GPU node; a run during which
+the CPU-only worker node is removed while a trial sleeps on it. Prints one JSON line with what
+it saw."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import os
 import secrets
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -19,12 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 SLEEP_S = 2.0
 os.environ["KDBENCH_SLEEP_S"] = str(SLEEP_S)
+MARKS = Path(tempfile.mkdtemp(prefix="kdbench-marks-"))
 
 import ray  # noqa: E402
 import sleep_plugin  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from kdbench.results import load  # noqa: E402
+from kdbench.results import load, read_table  # noqa: E402
 from kdbench.scheduler.driver import run_suite  # noqa: E402
 from kdbench.suite import parse_suite  # noqa: E402
 
@@ -45,6 +50,18 @@ def suite(name: str, seeds: int, resources: dict) -> object:
     )
 
 
+def remove_when_busy(cluster: Cluster, victim: object, killed: list[str]) -> None:
+    """Remove (kill) the victim node as soon as a trial sleeps on it; note that trial's id."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        busy = [m.name.split("__", 1)[1] for m in MARKS.glob(f"{victim.node_id}__*")]
+        if busy:
+            killed.extend(busy)
+            cluster.remove_node(victim, allow_graceful=False)
+            return
+        time.sleep(0.02)
+
+
 def main() -> None:
     sleep_plugin.register()
     store = 80 * 2**20
@@ -52,7 +69,7 @@ def main() -> None:
         initialize_head=True,
         head_node_args={"num_cpus": 1, "object_store_memory": store, "include_dashboard": False},
     )
-    cluster.add_node(num_cpus=1, object_store_memory=store)
+    victim = cluster.add_node(num_cpus=1, object_store_memory=store)
     gpu_node = cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=store)
     ray.init(
         address=cluster.address,
@@ -60,7 +77,7 @@ def main() -> None:
         runtime_env={
             "py_modules": [str(REPO / "benchmarks" / "sleep_plugin.py")],
             "worker_process_setup_hook": "sleep_plugin.register",
-            "env_vars": {"KDBENCH_SLEEP_S": str(SLEEP_S)},
+            "env_vars": {"KDBENCH_SLEEP_S": str(SLEEP_S), "KDBENCH_SLEEP_MARKS": str(MARKS)},
         },
     )
     try:
@@ -79,11 +96,22 @@ def main() -> None:
                 live=False,
             )
             b = load(Path(tmp) / "b")
+            nodes_before = len([n for n in ray.nodes() if n["Alive"]])
+            for mark in MARKS.iterdir():
+                mark.unlink()
+            killed: list[str] = []
+            remover = threading.Thread(target=remove_when_busy, args=(cluster, victim, killed))
+            remover.start()
+            faulted = run_suite(
+                suite("faulted", 6, {"cpus_per_trial": 1}), Path(tmp) / "c", live=False
+            )
+            remover.join()
+            c = read_table(Path(tmp) / "c").to_pandas()  # every row written, duplicates kept
         sleepers = b[b["method"] == "sleep"]
         print(
             json.dumps(
                 {
-                    "nodes": len(ray.nodes()),
+                    "nodes": nodes_before,
                     "spread_failed": spread.failed,
                     "spread_nodes": int(a["node_id"].nunique()),
                     "packed_failed": packed.failed,
@@ -96,6 +124,14 @@ def main() -> None:
                     "latest_start": max(sleepers["started_at"]),
                     "earliest_finish": min(sleepers["finished_at"]),
                     "sleep_s": SLEEP_S,
+                    "victim": victim.node_id,
+                    "killed": killed,
+                    "faulted_failed": faulted.failed,
+                    "faulted_rows": len(c),
+                    "faulted_trials": int(c["trial_id"].nunique()),
+                    "faulted_statuses": sorted(set(c["status"])),
+                    "killed_nodes": sorted(set(c[c["trial_id"].isin(killed)]["node_id"])),
+                    "alive_after": len([n for n in ray.nodes() if n["Alive"]]),
                 }
             )
         )
