@@ -21,8 +21,11 @@ from kdbench.models import MODELS, KDModel, ModelOutput
 
 WORK_S = float(os.environ.get("KDBENCH_SLEEP_S", "0.2"))
 MARKS = os.environ.get("KDBENCH_SLEEP_MARKS")
-"""A folder where each trial step leaves ``<node id>__<task name>`` as it starts to sleep: the
-cluster tests watch it to remove a node while a trial runs there."""
+"""A folder where each trial step leaves ``<node id>__<task name>__<pid>`` as it starts to
+sleep: the cluster tests watch it to remove a node while a trial runs there, and count the
+attempts of a trial."""
+HOG_MB = int(os.environ.get("KDBENCH_SLEEP_HOG_MB", "0"))
+"""Memory each trial step fills before it sleeps (the out-of-memory test)."""
 
 
 class Flat(KDModel):
@@ -63,8 +66,10 @@ class Sleep(Method):
             import ray
 
             ctx = ray.get_runtime_context()
-            (Path(MARKS) / f"{ctx.get_node_id()}__{ctx.get_task_name()}").touch()
+            (Path(MARKS) / f"{ctx.get_node_id()}__{ctx.get_task_name()}__{os.getpid()}").touch()
+        hog = torch.ones(HOG_MB * 2**18) if HOG_MB else None  # float32: 2**18 a MiB
         time.sleep(WORK_S)
+        del hog
         return {"ce": F.cross_entropy(step.student.logits, step.y)}
 
 

@@ -54,7 +54,7 @@ def remove_when_busy(cluster: Cluster, victim: object, killed: list[str]) -> Non
     """Remove (kill) the victim node as soon as a trial sleeps on it; note that trial's id."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        busy = [m.name.split("__", 1)[1] for m in MARKS.glob(f"{victim.node_id}__*")]
+        busy = [m.name.split("__")[1] for m in MARKS.glob(f"{victim.node_id}__*")]
         if busy:
             killed.extend(busy)
             cluster.remove_node(victim, allow_graceful=False)

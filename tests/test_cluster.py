@@ -1,4 +1,5 @@
-"""Multi-node behaviour on real Ray nodes started on this machine (tests/cluster_nodes.py)."""
+"""Cluster behaviour on real Ray nodes started on this machine, each scenario in its own process
+(tests/cluster_nodes.py, tests/cluster_oom.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import sys
 from tests.conftest import REPO
 
 
-def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run():
+def run_script(module: str) -> dict:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.cluster_nodes"],
+        [sys.executable, "-m", module],
         capture_output=True,
         text=True,
         env=env,
@@ -22,7 +23,11 @@ def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run():
+    seen = run_script("tests.cluster_nodes")
     assert seen["nodes"] == 3
     # a head and two workers, one CPU slot each at least: the rows name all three nodes
     assert seen["spread_failed"] == 0 and seen["spread_nodes"] == 3
@@ -37,3 +42,12 @@ def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run
     # the teacher, then scratch and sleep for each of 6 seeds
     assert seen["faulted_rows"] == seen["faulted_trials"] == 13, seen
     assert seen["killed_nodes"] and seen["victim"] not in seen["killed_nodes"], seen
+
+
+def test_a_trial_killed_for_memory_is_one_failed_row_after_one_retry():
+    seen = run_script("tests.cluster_oom")
+    # Ray's memory monitor killed it; kdbench lets Ray run it once more, not fifteen times
+    assert seen["attempts"] == 2, seen
+    assert seen["rows"] == 1 and seen["status"] == ["failed"] and seen["failed"] == 1, seen
+    assert seen["error"][0].startswith("OutOfMemoryError:"), seen
+    assert seen["other_ok"] == ["ok", "ok"], seen  # the teacher and scratch ran as usual

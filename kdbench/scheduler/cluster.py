@@ -10,6 +10,10 @@ from kdbench.errors import KdbenchError
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """With this set, every local Ray node, the dashboard and the Jobs API bind to 127.0.0.1."""
+OOM_RETRIES = "1"
+"""Times a trial killed by Ray's memory monitor runs again before it becomes a `failed` row.
+The driver owns the tasks, so its setting counts, on a cluster started elsewhere too; Ray's
+own default retries such a trial many times, each one filling the node again."""
 
 
 def init_ray(
@@ -31,6 +35,7 @@ def init_ray(
         return False
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("RAY_task_oom_retries", OOM_RETRIES)
     kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
         check_reachable(address)

@@ -419,7 +419,9 @@ class Driver:
                 outcome = self._collect(ref, spec)
                 if spec.phase == "teacher":
                     teachers_running.discard(spec.trial_id)
-                    weights[spec.trial_id] = self._keep_teacher(spec, outcome, weights[spec.trial_id])
+                    weights[spec.trial_id] = self._keep_teacher(
+                        spec, outcome, weights[spec.trial_id]
+                    )
                 # Files first, then the row that names them, then the study: a driver killed in
                 # between finds the row and tells the study from it instead of rerunning.
                 self._write_artifacts(outcome)
