@@ -52,6 +52,9 @@ class TrialSpec:
     data: DataConfig
     cpus: float = 1
     gpus: float = 0
+    custom: tuple[tuple[str, float], ...] = ()
+    """Ray custom resources held (``resources.custom``)."""
+    accelerator_type: str | None = None
     teacher_id: str | None = None
     """The trial id of the teacher this trial distils from (its weights come with the task)."""
     checkpoint_sha256: str | None = None
@@ -210,6 +213,8 @@ def teacher_spec(
         data=suite.data,
         cpus=suite.resources.teacher.cpus,
         gpus=suite.resources.teacher.gpus,
+        custom=suite.resources.teacher.custom,
+        accelerator_type=suite.resources.teacher.accelerator_type,
         checkpoint_sha256=checkpoint_sha256,
     )
 
@@ -237,6 +242,8 @@ def _student_spec(
         data=suite.data,
         cpus=suite.resources.cpus_per_trial,
         gpus=suite.resources.gpus_per_trial,
+        custom=suite.resources.custom,
+        accelerator_type=suite.resources.accelerator_type,
         teacher_id=teacher.trial_id,
         number=number,
     )

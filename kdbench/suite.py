@@ -97,16 +97,26 @@ class TuningConfig:
     """Per suite: seconds of tuning in one run; then every cell goes to its finals."""
 
 
+Custom = tuple[tuple[str, float], ...]
+"""Ray custom resources a trial holds, as sorted (name, amount) pairs: a node started with
+``ray start --resources '{"a100": 4}'`` offers them."""
+
+
 @dataclass(frozen=True)
 class TeacherResources:
     cpus: float = 1
     gpus: float = 0
+    custom: Custom = ()
+    accelerator_type: str | None = None
+    """Ray's accelerator type (``H100``, ``A100``...): only nodes with that GPU take the trial."""
 
 
 @dataclass(frozen=True)
 class Resources:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
+    custom: Custom = ()
+    accelerator_type: str | None = None
     teacher: TeacherResources = field(default_factory=TeacherResources)
 
 
@@ -183,9 +193,10 @@ class Suite:
                 )
             if dataclasses.is_dataclass(obj):
                 return {
-                    f.name: plain(getattr(obj, f.name))
+                    f.name: dict(value) if f.name == "custom" else plain(value)
                     for f in dataclasses.fields(obj)
                     if f.name != "source"
+                    for value in [getattr(obj, f.name)]
                 }
             if isinstance(obj, tuple):
                 return [plain(v) for v in obj]
@@ -603,10 +614,37 @@ def _tuning(c: _Checker, raw: Any) -> TuningConfig:
     )
 
 
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _custom(c: _Checker, raw: Any, key: str) -> Custom:
+    """``{name: amount}``: Ray custom resources; CPUs and GPUs have keys of their own."""
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise c.fail(key, f"expected a mapping of resource name to amount, got {_show(raw)}")
+    out = []
+    for name, amount in raw.items():
+        if not isinstance(name, str) or not name:
+            raise c.fail(key, f"{_show(name)} is not a resource name")
+        if name in RAY_BUILTIN_RESOURCES:
+            raise c.fail(
+                f"{key}.{name}",
+                f"'{name}' is not a custom resource; give CPUs and GPUs with their own keys",
+            )
+        out.append((name, c.number(amount, f"{key}.{name}", low=0, low_open=True)))
+    return tuple(sorted(out))
+
+
 def _resources(c: _Checker, raw: Any) -> Resources:
     d = Resources()
-    raw = c.mapping(raw, "resources", ("cpus_per_trial", "gpus_per_trial", "teacher"))
-    t = c.mapping(raw.get("teacher"), "resources.teacher", ("cpus", "gpus"))
+    raw = c.mapping(
+        raw,
+        "resources",
+        ("cpus_per_trial", "gpus_per_trial", "custom", "accelerator_type", "teacher"),
+    )
+    t = c.mapping(
+        raw.get("teacher"), "resources.teacher", ("cpus", "gpus", "custom", "accelerator_type")
+    )
     return Resources(
         cpus_per_trial=c.number(
             raw.get("cpus_per_trial", d.cpus_per_trial),
@@ -617,10 +655,18 @@ def _resources(c: _Checker, raw: Any) -> Resources:
         gpus_per_trial=c.number(
             raw.get("gpus_per_trial", d.gpus_per_trial), "resources.gpus_per_trial", low=0
         ),
+        custom=_custom(c, raw.get("custom"), "resources.custom"),
+        accelerator_type=c.string(
+            raw.get("accelerator_type"), "resources.accelerator_type", optional=True
+        ),
         teacher=TeacherResources(
             cpus=c.number(
                 t.get("cpus", d.teacher.cpus), "resources.teacher.cpus", low=0, low_open=True
             ),
             gpus=c.number(t.get("gpus", d.teacher.gpus), "resources.teacher.gpus", low=0),
+            custom=_custom(c, t.get("custom"), "resources.teacher.custom"),
+            accelerator_type=c.string(
+                t.get("accelerator_type"), "resources.teacher.accelerator_type", optional=True
+            ),
         ),
     )

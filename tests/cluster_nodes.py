@@ -1,7 +1,8 @@
 """Run by test_cluster in a subprocess: a head and two worker nodes on this machine, one of
 them with a logical GPU (``num_gpus=1`` where there is none). Trials are the sleep plugin's
 (benchmarks/sleep_plugin.py), registered in every worker like a user's plugin. Three runs:
-trials spread over the nodes; quarter-GPU trials packed on the GPU node; a run during which
+trials spread over the nodes; quarter-GPU trials of one GPU type packed on the GPU node while
+their teacher asks for a custom resource only the head has; a run during which
 the CPU-only worker node is removed while a trial sleeps on it. Prints one JSON line with what
 it saw."""
 
@@ -67,10 +68,18 @@ def main() -> None:
     store = 80 * 2**20
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "object_store_memory": store, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 1,
+            "object_store_memory": store,
+            "include_dashboard": False,
+            "resources": {"big_mem": 1},
+        },
     )
     victim = cluster.add_node(num_cpus=1, object_store_memory=store)
-    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=store)
+    # a logical A100: Ray labels a real one's node with this resource by itself
+    gpu_node = cluster.add_node(
+        num_cpus=2, num_gpus=1, object_store_memory=store, resources={"accelerator_type:A100": 1}
+    )
     ray.init(
         address=cluster.address,
         logging_level="WARNING",
@@ -90,7 +99,12 @@ def main() -> None:
                 suite(
                     "packed",
                     4,
-                    {"cpus_per_trial": 0.25, "gpus_per_trial": 0.25, "teacher": {"cpus": 1}},
+                    {
+                        "cpus_per_trial": 0.25,
+                        "gpus_per_trial": 0.25,
+                        "accelerator_type": "A100",
+                        "teacher": {"cpus": 1, "custom": {"big_mem": 1}},
+                    },
                 ),
                 Path(tmp) / "b",
                 live=False,
@@ -118,6 +132,8 @@ def main() -> None:
                     "gpu_node": gpu_node.node_id,
                     "sleep_nodes": sorted(set(sleepers["node_id"])),
                     "sleep_gpus": sorted(set(sleepers["gpus"])),
+                    "head": cluster.head_node.node_id,
+                    "packed_teacher_nodes": sorted(set(b[b["phase"] == "teacher"]["node_id"])),
                     "sleepers": len(sleepers),
                     "packed_seconds": packed.seconds,
                     # ISO 8601 seconds: four 2 s trials that ran at once share a moment

@@ -23,7 +23,8 @@ def run_script(module: str) -> dict:
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # Ray forwards its nodes' log lines to stdout, sometimes after the script's JSON line
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
 
 def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run():
@@ -31,10 +32,12 @@ def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run
     assert seen["nodes"] == 3
     # a head and two workers, one CPU slot each at least: the rows name all three nodes
     assert seen["spread_failed"] == 0 and seen["spread_nodes"] == 3
-    # 0.25 GPU each: all four on the one node with a (logical) GPU, at the same time
+    # 0.25 of an A100 each: all four on the one node with a (logical) A100, at the same time
     assert seen["packed_failed"] == 0 and seen["sleepers"] == 4
     assert seen["sleep_nodes"] == [seen["gpu_node"]] and seen["sleep_gpus"] == [0.25]
     assert seen["latest_start"] < seen["earliest_finish"], seen
+    # the teacher asked for a custom resource only the head offers
+    assert seen["packed_teacher_nodes"] == [seen["head"]], seen
     # the CPU-only worker removed while a trial slept on it: Ray ran that trial again on a
     # node still alive; every trial finished and each wrote exactly one row
     assert len(seen["killed"]) == 1 and seen["alive_after"] == 2, seen

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from kdbench.errors import KdbenchError
 from kdbench.models import build_model
 from kdbench.results import COLUMNS, load
 from kdbench.scheduler.driver import run_suite
@@ -194,3 +195,37 @@ def test_distillation_sets_and_students_are_saved_and_reused(ray_local, syntheti
 
     again = run_suite(load_suite(suite), results, live=False)
     assert again.ran == 0
+
+
+@pytest.mark.parametrize(
+    ("resources", "key", "asked"),
+    [
+        ({"custom": {"a100": 1}}, "resources", "a100=1"),
+        ({"teacher": {"gpus": 1}}, "resources.teacher", "GPU=1"),
+        ({"accelerator_type": "H100"}, "resources", "accelerator_type:H100"),
+    ],
+)
+def test_resources_no_node_has_are_refused_before_anything_runs(
+    ray_local, tmp_path, resources, key, asked
+):
+    path = write_suite(
+        tmp_path,
+        yaml.safe_dump(
+            {
+                "name": "nowhere",
+                "datasets": ["synthetic"],
+                "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
+                "methods": ["kd"],
+                "seeds": [0],
+                "budget": {"epochs": 1},
+                "tuning": {"trials": 0},
+                "resources": resources,
+            }
+        ),
+    )
+    with pytest.raises(KdbenchError) as err:
+        run_suite(load_suite(path), tmp_path / "results", live=False)
+    msg = str(err.value)
+    assert msg.startswith(f"{key}: no node of the cluster has ") and asked in msg, msg
+    assert "offer" in msg and "CPU" in msg and "\n" not in msg
+    assert not list((tmp_path / "results").glob("trials/*.parquet"))

@@ -217,6 +217,21 @@ BAD = {
         ["'nope.pt'", "not a file"],
     ),
     "bad suite name": (dict(name="name: 'a/b'"), "name", ["'a/b'"]),
+    "GPU as a custom resource": (
+        dict(extra="resources: {custom: {GPU: 1}}"),
+        "resources.custom.GPU",
+        ["not a custom resource"],
+    ),
+    "custom resource of zero": (
+        dict(extra="resources: {teacher: {custom: {a100: 0}}}"),
+        "resources.teacher.custom.a100",
+        ["must be > 0"],
+    ),
+    "custom resources as a list": (
+        dict(extra="resources: {custom: [a100]}"),
+        "resources.custom",
+        ["expected a mapping"],
+    ),
 }
 
 
@@ -278,3 +293,25 @@ def test_run_with_a_bad_suite_exits_2_before_anything_runs(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("kdbench: error: ") and "budget.epochs" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_custom_resources_and_gpu_type_reach_the_trials_ray_options(tmp_path):
+    from kdbench.plan import expand
+    from kdbench.scheduler.tasks import options
+
+    text = suite_with(
+        extra="resources: {gpus_per_trial: 0.5, custom: {fast_disk: 1, a100: 0.5},"
+        " accelerator_type: A100, teacher: {gpus: 1, custom: {big_mem: 2}}}"
+    )
+    s = load_suite(write_suite(tmp_path, text))
+    plan = expand(s)
+    student = options(plan.finals[0])
+    assert student["num_gpus"] == 0.5 and student["accelerator_type"] == "A100"
+    assert student["resources"] == {"a100": 0.5, "fast_disk": 1.0}
+    teacher = options(plan.teachers[0])
+    assert teacher["resources"] == {"big_mem": 2.0} and "accelerator_type" not in teacher
+    # resources do not change what a trial is
+    plain = expand(load_suite(write_suite(tmp_path, suite_with(), "plain.yaml")))
+    assert [t.trial_id for t in plan.trials] == [t.trial_id for t in plain.trials]
+    # the resolved suite written with each run keeps them as a mapping
+    assert s.to_dict()["resources"]["custom"] == {"a100": 0.5, "fast_disk": 1.0}

@@ -7,6 +7,7 @@ import os
 import socket
 
 from kdbench.errors import KdbenchError
+from kdbench.suite import Resources
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """With this set, every local Ray node, the dashboard and the Jobs API bind to 127.0.0.1."""
@@ -74,7 +75,43 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def cluster_cpus() -> float:
+def cluster_slots(resources: Resources) -> float:
+    """How many student trials the cluster runs at once: the scarcest resource they hold
+    decides (CPUs, GPUs, a custom resource). With none of it (a GPU node not up yet), 1."""
     import ray
 
-    return float(ray.cluster_resources().get("CPU", 1.0))
+    have = ray.cluster_resources()
+    wants = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
+    wants.update(resources.custom)
+    fits = [have.get(name, 0.0) / amount for name, amount in wants.items() if amount > 0]
+    return max(min(fits, default=1.0), 1.0)
+
+
+def check_feasible(resources: Resources) -> None:
+    """Refuse at once what no node of the cluster could run: Ray would queue it for ever."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    t = resources.teacher
+    asks = {
+        "resources": (
+            resources.cpus_per_trial,
+            resources.gpus_per_trial,
+            resources.custom,
+            resources.accelerator_type,
+        ),
+        "resources.teacher": (t.cpus, t.gpus, t.custom, t.accelerator_type),
+    }
+    for key, (cpus, gpus, custom, accelerator) in asks.items():
+        want = {"CPU": cpus, "GPU": gpus, **dict(custom)}
+        if accelerator:
+            want[f"accelerator_type:{accelerator}"] = 0.001
+        want = {k: v for k, v in want.items() if v > 0}
+        if any(all(node.get(k, 0.0) >= v for k, v in want.items()) for node in nodes):
+            continue
+        offered = sorted({k for node in nodes for k in node if not k.startswith("node:")})
+        asked = ", ".join(f"{k}={v:g}" for k, v in want.items())
+        raise KdbenchError(
+            f"{key}: no node of the cluster has {asked} for one trial; "
+            f"its nodes offer {', '.join(offered)}"
+        )

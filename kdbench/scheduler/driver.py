@@ -295,11 +295,12 @@ class Driver:
                 return summary
             import ray
 
-            from kdbench.scheduler.cluster import cluster_cpus, init_ray
+            from kdbench.scheduler.cluster import check_feasible, cluster_slots, init_ray
 
             started_ray = init_ray(address)
             broker = None
             try:
+                check_feasible(self.suite.resources)
                 book: Any = None
                 if self.plan.studies:
                     from kdbench.tuning.broker import start_broker
@@ -308,7 +309,7 @@ class Driver:
                     book = _SyncActor(broker)
                     work = self.prepare(book)  # the same look, now through the actor that runs it
                 summary.skipped = len(self.finished)
-                slots = cluster_cpus() / max(self.suite.resources.cpus_per_trial, 1e-9)
+                slots = cluster_slots(self.suite.resources)
                 self._execute(work, book, broker, summary, slots)
                 store.compact(self.results_dir)  # one file per run; the lock is still held
             finally:

@@ -40,4 +40,10 @@ def student_task(
 
 
 def options(spec: TrialSpec) -> dict[str, Any]:
-    return {"num_cpus": spec.cpus, "num_gpus": spec.gpus, "name": spec.trial_id}
+    """What the trial holds while it runs: Ray places it on a node that has all of it."""
+    opts: dict[str, Any] = {"num_cpus": spec.cpus, "num_gpus": spec.gpus, "name": spec.trial_id}
+    if spec.custom:
+        opts["resources"] = dict(spec.custom)
+    if spec.accelerator_type:
+        opts["accelerator_type"] = spec.accelerator_type
+    return opts
