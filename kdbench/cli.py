@@ -30,12 +30,14 @@ def _suite_and_plan(path: str) -> tuple[Suite, Plan]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kdbench.results import store
+    from kdbench.results.remote import is_uri, pulled
     from kdbench.scheduler.driver import default_results_dir, run_suite
 
     suite, plan = _suite_and_plan(args.suite)
-    results = Path(args.results) if args.results else default_results_dir(suite)
+    results = args.results if args.results else default_results_dir(suite)
     if args.dry_run:
-        return _dry_run(plan, results, args.retry_failed)
+        local = pulled(results) if is_uri(str(results)) else Path(results)
+        return _dry_run(plan, local, args.retry_failed)
     summary = run_suite(suite, results, address=args.address, retry_failed=args.retry_failed)
     if summary.ran == 0:
         print(
@@ -49,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"({summary.failed} failed, {summary.skipped} already finished) -> {results}",
             file=sys.stderr,
         )
-    _print_leaderboard(store.load(results), "markdown", None)
+    _print_leaderboard(store.load(summary.results_dir), "markdown", None)
     return 0
 
 
@@ -134,22 +136,31 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from kdbench.results import store
+    from kdbench.results.remote import is_uri, pulled
     from kdbench.results.report import write_report
 
-    if not Path(args.dir).is_dir():
-        raise KdbenchError(f"{args.dir}: no such results directory")
-    store.load(args.dir)  # an unreadable directory is said now, in one line
-    print(f"wrote {write_report(args.dir, args.output)}", file=sys.stderr)
+    store.load(args.dir)  # a missing or unreadable location is said now, in one line
+    local = pulled(args.dir) if is_uri(args.dir) else args.dir
+    print(f"wrote {write_report(local, args.output)}", file=sys.stderr)
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from kdbench.results import store
+    from kdbench.results.remote import Mirror, is_uri
 
-    if not Path(args.dir).is_dir():
-        raise KdbenchError(f"{args.dir}: no such results directory")
-    with store.RunLock(args.dir):
-        folded = store.compact(args.dir)
+    if is_uri(args.dir):
+        mirror = Mirror(args.dir)
+        mirror.local.mkdir(parents=True, exist_ok=True)
+        with store.RunLock(mirror.local):
+            mirror.pull()
+            folded = store.compact(mirror.local)
+            mirror.sync()
+    else:
+        if not Path(args.dir).is_dir():
+            raise KdbenchError(f"{args.dir}: no such results directory")
+        with store.RunLock(args.dir):
+            folded = store.compact(args.dir)
     if folded:
         for run_id, n in sorted(folded.items()):
             print(f"{run_id}: {n} rows -> compacted/{run_id}.parquet")
@@ -290,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from kdbench.results.render import FORMATS
 
-    lb = sub.add_parser("leaderboard", help="the leaderboard tables of a results directory")
+    lb = sub.add_parser("leaderboard", help="the leaderboard tables of a results directory or URI")
     lb.add_argument("dir")
     lb.add_argument("--format", choices=FORMATS, default="markdown")
     lb.add_argument("-o", "--output", metavar="FILE")

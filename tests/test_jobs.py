@@ -21,8 +21,9 @@ def test_results_must_be_a_path_the_cluster_can_keep():
     assert results_dir("/shared/r", "x") == "/shared/r"
     with pytest.raises(KdbenchError, match="absolute path on the cluster"):
         results_dir("results/x", "x")
-    with pytest.raises(KdbenchError, match="object-store URIs are not supported yet"):
-        results_dir("s3://bucket/r", "x")
+    assert results_dir("s3://bucket/r", "x") == "s3://bucket/r"  # read on the head, then anywhere
+    with pytest.raises(KdbenchError, match="nosuch://b/r: cannot open this results location"):
+        results_dir("nosuch://b/r", "x")
 
 
 def test_the_entrypoint_quotes_paths_but_lets_the_heads_shell_expand_home():

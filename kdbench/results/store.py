@@ -97,36 +97,41 @@ def result_files(results_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def _scan(
-    paths: list[Path], columns: list[str] | None, filter: ds.Expression | None, why: str
+    paths: list[Path],
+    columns: list[str] | None,
+    filter: ds.Expression | None,
+    why: str,
+    filesystem: Any = None,
 ) -> tuple[pa.Table, list[Path]]:
     """Read many result files in one scan; on a bad file, find it, warn once, read the rest.
 
     Returns the table and the files it came from. The fast path opens every file once; only
-    when the scan fails is each footer checked, to name the unreadable file.
+    when the scan fails is each footer checked, to name the unreadable file. ``filesystem``:
+    a pyarrow file system the paths are on (a results URI), else the local one.
     """
     empty = SCHEMA.empty_table().select(columns or list(COLUMNS))
     if not paths:
         return empty, []
+
+    def scan(files: list[Path]) -> pa.Table:
+        return ds.dataset(
+            [str(p) for p in files], format="parquet", schema=SCHEMA, filesystem=filesystem
+        ).to_table(columns=columns, filter=filter)
+
     try:
-        table = ds.dataset([str(p) for p in paths], format="parquet", schema=SCHEMA).to_table(
-            columns=columns, filter=filter
-        )
-        return table, paths
+        return scan(paths), paths
     except (OSError, pa.ArrowException):
         pass
     good = []
     for path in paths:
         try:
-            pq.read_metadata(path)
+            pq.read_metadata(str(path), filesystem=filesystem)
             good.append(path)
         except Exception as exc:
             warnings.warn(f"{why} unreadable result file {path}: {exc}", stacklevel=3)
     if not good:
         return empty, []
-    table = ds.dataset([str(p) for p in good], format="parquet", schema=SCHEMA).to_table(
-        columns=columns, filter=filter
-    )
-    return table, good
+    return scan(good), good
 
 
 def read_table(
@@ -134,11 +139,32 @@ def read_table(
     columns: list[str] | None = None,
     filter: ds.Expression | None = None,
 ) -> pa.Table:
-    """Every result row of a directory (filtered in pyarrow); unreadable files are skipped."""
+    """Every result row of a directory or URI (filtered in pyarrow); unreadable files are skipped."""
+    from kdbench.results.remote import is_uri
+
+    if is_uri(results_dir):
+        return _read_uri(str(results_dir), columns, filter)
     root = Path(results_dir)
     if not root.is_dir():
         raise KdbenchError(f"{root}: no such results directory")
     return _scan(result_files(root), columns, filter, "skipping")[0]
+
+
+def _read_uri(uri: str, columns: list[str] | None, filter: ds.Expression | None) -> pa.Table:
+    """The rows at a results URI, read where they lie (no copy to this machine)."""
+    from kdbench.results.remote import list_files, open_uri
+
+    fs, base = open_uri(uri)
+    found = {sub: list_files(fs, base, sub) for sub in (TRIALS, COMPACTED)}
+    if not any(found.values()) and not list_files(fs, base):
+        raise KdbenchError(f"{uri}: no results there")
+    paths = [
+        Path(f"{base}/{rel}")
+        for sub in (TRIALS, COMPACTED)
+        for rel in sorted(found[sub])
+        if rel.endswith(".parquet") and not Path(rel).name.startswith((".", "_"))
+    ]
+    return _scan(paths, columns, filter, "skipping", filesystem=fs)[0]
 
 
 def latest(frame: pd.DataFrame) -> pd.DataFrame:

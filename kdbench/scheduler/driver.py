@@ -2,7 +2,8 @@
 
 Workers write nothing: the data set and each teacher's weights go to them by Ray reference,
 and their rows, curves and weights come back to the driver, which alone touches the results
-directory. So a cluster needs no storage shared between the driver and the workers.
+directory. So a cluster needs no storage shared between the driver and the workers. Results
+at a URI are written through a local mirror (``kdbench.results.remote``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from kdbench.plan import (
     tune_spec,
 )
 from kdbench.results import store
+from kdbench.results.remote import Mirror, is_uri
 from kdbench.results.store import RUNS, RunLock
 from kdbench.scheduler.progress import Progress
 from kdbench.suite import Suite
@@ -96,13 +98,13 @@ def record_run(results_dir: Path, run_id: str, suite: Suite) -> Path:
     return run_dir
 
 
-def write_curve(run_dir: Path, trial_id: str, curve: list[dict[str, Any]]) -> None:
+def write_curve(run_dir: Path, trial_id: str, curve: list[dict[str, Any]]) -> list[Path]:
     if not curve:
-        return
+        return []
     table = pa.Table.from_pandas(
         pd.DataFrame(curve).assign(trial_id=trial_id), preserve_index=False
     )
-    store.write_atomic(table, run_dir / "curves" / f"{trial_id}.parquet")
+    return [store.write_atomic(table, run_dir / "curves" / f"{trial_id}.parquet")]
 
 
 def read_checkpoint(path: str) -> bytes:
@@ -168,8 +170,11 @@ class Driver:
         retry_failed: bool = False,
         progress: Progress | None = None,
         live: bool | None = None,
+        mirror: Mirror | None = None,
     ) -> None:
         self.plan = plan
+        self.mirror = mirror
+        """When the results live at a URI: ``results_dir`` is its local mirror."""
         self.suite = plan.suite
         self.results_dir = results_dir
         self.retry_failed = retry_failed
@@ -284,7 +289,10 @@ class Driver:
     # ------------------------------------------------------------------ running
 
     def run(self, address: str | None = None) -> RunSummary:
+        self.results_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(self.results_dir):
+            if self.mirror is not None:
+                self.mirror.pull()
             # A local look first: a finished run must not need Ray at all.
             work = self.prepare(StudyBook(*self.book_args()) if self.plan.studies else None)
             summary = RunSummary(
@@ -313,6 +321,8 @@ class Driver:
                 self._execute(work, book, broker, summary, slots)
                 store.compact(self.results_dir)  # one file per run; the lock is still held
             finally:
+                if self.mirror is not None:
+                    self.mirror.sync()  # also after an error: what was written goes up
                 if broker is not None:
                     ray.kill(broker)
                 if started_ray:
@@ -331,6 +341,7 @@ class Driver:
 
         t0 = time.monotonic()
         run_dir = record_run(self.results_dir, self.run_id, self.suite)
+        self._publish(*sorted(p for p in run_dir.iterdir() if p.is_file()))
         progress = self.progress or Progress(work.expected, live=self.live, slots=slots)
         data_refs: dict[str, Any] = {}
         weights: dict[str, Any] = {}
@@ -425,13 +436,19 @@ class Driver:
                     )
                 # Files first, then the row that names them, then the study: a driver killed in
                 # between finds the row and tells the study from it instead of rerunning.
-                self._write_artifacts(outcome)
-                store.write_trial(self.results_dir, outcome.row)
-                write_curve(run_dir, spec.trial_id, outcome.curve)
+                self._publish(
+                    *self._write_artifacts(outcome),
+                    store.write_trial(self.results_dir, outcome.row),
+                    *write_curve(run_dir, spec.trial_id, outcome.curve),
+                )
                 loose += 1
                 if loose >= COMPACT_EVERY:  # reading costs ~1 ms per file: keep few loose
                     store.compact(self.results_dir)
                     loose = 0
+                    if self.mirror is not None:
+                        self.mirror.sync()
+                elif self.mirror is not None:
+                    self.mirror.sync_now_and_then()  # the studies' journal, every 30 s
                 if item.study:
                     book.send(
                         "tell",
@@ -474,17 +491,27 @@ class Driver:
 
         blob = ray.get(weights_ref) if outcome.row["status"] == "ok" else None
         if blob is not None:
-            with store.atomic_file(teacher_cache_path(self.results_dir, spec.trial_id)) as f:
+            path = teacher_cache_path(self.results_dir, spec.trial_id)
+            with store.atomic_file(path) as f:
                 f.write(blob)
+            self._publish(path)
         return ray.put(blob)
 
-    def _write_artifacts(self, outcome: TrialOutcome) -> None:
+    def _publish(self, *paths: Path) -> None:
+        """Results at a URI: upload what was just written, before the study hears of it."""
+        if self.mirror is not None and paths:
+            self.mirror.push(*paths)
+
+    def _write_artifacts(self, outcome: TrialOutcome) -> list[Path]:
+        written = []
         for rel, blob in outcome.artifacts.items():
             path = self.results_dir / rel
             if path.exists():  # content-addressed or per trial: the file is already right
                 continue
             with store.atomic_file(path) as f:
                 f.write(blob)
+            written.append(path)
+        return written
 
     def _cached_synthetic(self, spec: TrialSpec) -> bytes | None:
         """A ``dd_*`` trial's synthetic set, when one with its content key was made before."""
@@ -519,7 +546,14 @@ def run_suite(
     retry_failed: bool = False,
     live: bool | None = None,
 ) -> RunSummary:
-    """Run (or resume) a suite; finished trials in ``results_dir`` are skipped."""
-    root = Path(results_dir) if results_dir else default_results_dir(suite)
-    root.mkdir(parents=True, exist_ok=True)
-    return Driver(expand(suite), root, retry_failed=retry_failed, live=live).run(address)
+    """Run (or resume) a suite; finished trials in ``results_dir`` (a directory, or a URI such
+    as ``s3://bucket/prefix``) are skipped."""
+    mirror = None
+    if results_dir is not None and is_uri(str(results_dir)):
+        mirror = Mirror(str(results_dir))
+        root = mirror.local  # pulled under the run's lock
+    else:
+        root = Path(results_dir) if results_dir else default_results_dir(suite)
+        root.mkdir(parents=True, exist_ok=True)
+    driver = Driver(expand(suite), root, retry_failed=retry_failed, live=live, mirror=mirror)
+    return driver.run(address)

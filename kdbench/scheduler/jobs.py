@@ -6,10 +6,10 @@ and the kdbench package itself (``py_modules``), so the cluster runs the code th
 has. The job's driver is ``python -m kdbench run SUITE --address auto --results DIR`` on the
 head node: the same scheduler as a local run, on the cluster.
 
-The results directory is a path *on the cluster*: the driver alone writes it (workers send
-their rows back), so it must be a place on the head node that outlives the job (not the
-job's temporary working directory), or a shared file system. Object-store URIs (s3://,
-gs://) are not supported yet and are refused.
+The results location is seen from the cluster: the driver alone writes it (workers send
+their rows back), so it is a place on the head node that outlives the job (not the job's
+temporary working directory), a shared file system, or an object-store URI (s3://, gs://)
+that the head node's credentials reach; the submitter then reads it from anywhere.
 
 Token authentication: the client sends the token Ray finds for this process
 (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``, with ``RAY_AUTH_MODE=token``), as Ray's own
@@ -26,6 +26,7 @@ from typing import Any
 
 import kdbench
 from kdbench.errors import KdbenchError
+from kdbench.results.remote import check_scheme, is_uri
 
 EXCLUDES = ["results/", "_cache/", "_studies/", "*.parquet", ".git/", "__pycache__/"]
 """Never shipped from the suite's directory: results, caches, version control."""
@@ -61,11 +62,9 @@ def results_dir(results: str | None, suite_name: str) -> str:
     """The results path the job will write, as the cluster's shell will read it."""
     if results is None:
         return f"{DEFAULT_RESULTS}/{suite_name}"
-    if "://" in results:
-        raise KdbenchError(
-            f"--results {results}: object-store URIs are not supported yet; give a path on the "
-            "cluster's shared file system (or on the head node)"
-        )
+    if is_uri(results):
+        check_scheme(results)  # opened on the head, with the head's credentials
+        return results
     if not (results.startswith("/") or results.startswith("~")):
         raise KdbenchError(
             f"--results {results}: give an absolute path on the cluster (a relative one would "
