@@ -114,7 +114,12 @@ def test_mistakes_are_refused_in_one_line(cluster, tmp_path):
     bad = kdbench("jobs", "status", "raysubmit_nope", "--address", url, env=env)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "raysubmit_nope" in bad.stderr
     rel = kdbench(
-        "submit", str(REPO / "suites" / "quickstart.yaml"), "--address", url, "--results", "r",
+        "submit",
+        str(REPO / "suites" / "quickstart.yaml"),
+        "--address",
+        url,
+        "--results",
+        "r",
         env=env,
     )
     assert rel.returncode == 2 and "absolute path on the cluster" in rel.stderr

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import socket
 
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -112,24 +114,22 @@ def test_a_run_writes_to_s3_and_resumes_from_there_on_another_machine(
     assert (tmp_path / "machine2").is_dir()
 
 
-def test_an_interrupted_upload_leaves_rows_that_a_rerun_keeps(ray_local, s3, tmp_path, monkeypatch):
-    """A trial's row is uploaded as soon as it is written: delete the teacher's row from the
-    bucket and the rerun retrains the teacher alone, keeping every other row there."""
+def test_a_rerun_runs_only_what_the_bucket_lacks(ray_local, s3, tmp_path, monkeypatch):
+    """The bucket, not any machine's copy, says what is done: with the teacher's row deleted
+    there, a rerun from a fresh machine retrains the teacher alone and keeps every other row."""
     where = uri(s3, "runs/b")
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "c1"))
     suite = tiny_suite(tmp_path)
     run_suite(suite, where, live=False)
     table = read_table(where)
-    teacher_id = [r["trial_id"] for r in table.to_pylist() if r["phase"] == "teacher"][0]
+    teacher_id = next(r["trial_id"] for r in table.to_pylist() if r["phase"] == "teacher")
 
     # drop the teacher's row from the compacted file in the bucket, through the mirror
     mirror = Mirror(where, local=tmp_path / "edit")
     mirror.pull()
-    import pyarrow.parquet as pq
-
     (path,) = (tmp_path / "edit" / "compacted").glob("*.parquet")
     t = pq.read_table(path)
-    pq.write_table(t.filter(pafs_not_equal(t, teacher_id)), path)
+    pq.write_table(t.filter(pc.not_equal(t.column("trial_id"), teacher_id)), path)
     mirror.sync()
     assert teacher_id not in set(read_table(where).column("trial_id").to_pylist())
 
@@ -137,12 +137,6 @@ def test_an_interrupted_upload_leaves_rows_that_a_rerun_keeps(ray_local, s3, tmp
     rerun = run_suite(suite, where, live=False)
     assert rerun.ran == 1 and rerun.rows[0]["trial_id"] == teacher_id
     assert len(load(where)) == 8
-
-
-def pafs_not_equal(table, trial_id):
-    import pyarrow.compute as pc
-
-    return pc.not_equal(table.column("trial_id"), trial_id)
 
 
 def test_an_unknown_uri_is_refused_in_one_line(tmp_path):
