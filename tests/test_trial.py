@@ -122,3 +122,21 @@ def test_a_users_checkpoint_is_evaluated_not_trained(synthetic, tmp_path):
         plan2.teachers[0].checkpoint_sha256
         and plan2.teachers[0].trial_id != plan.teachers[0].trial_id
     )
+
+
+def test_peak_memory_is_the_trials_own_not_the_workers_lifetime():
+    import torch
+
+    from kdbench.training.trial import PeakMemory
+
+    big = torch.ones(1024 * 2**18)  # 1 GiB of float32, touched
+    del big  # an earlier trial's peak, long gone
+    with PeakMemory(torch.device("cpu")) as small:
+        x = torch.ones(64 * 2**18)  # 64 MiB
+        del x
+    with PeakMemory(torch.device("cpu")) as large:
+        x = torch.ones(512 * 2**18)  # 512 MiB
+        del x
+    # each block sees its own allocation on top of the same base, not the 1 GiB before it
+    # (the worker's lifetime peak would give both the same figure)
+    assert 400 < large.mb - small.mb < 512, (small.mb, large.mb)
