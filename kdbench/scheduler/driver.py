@@ -309,16 +309,19 @@ class Driver:
             broker = None
             try:
                 check_feasible(self.suite.resources)
+                slots = cluster_slots(self.suite.resources)
+                warming = self._warm_up(slots)
                 book: Any = None
                 if self.plan.studies:
                     from kdbench.tuning.broker import start_broker
 
+                    # Started after the local look, whose tells it reads back from the storage;
+                    # the teachers and finals go out while it starts (seconds).
                     broker = start_broker(*self.book_args())
                     book = _SyncActor(broker)
-                    work = self.prepare(book)  # the same look, now through the actor that runs it
                 summary.skipped = len(self.finished)
-                slots = cluster_slots(self.suite.resources)
                 self._execute(work, book, broker, summary, slots)
+                del warming
                 store.compact(self.results_dir)  # one file per run; the lock is still held
             finally:
                 if self.mirror is not None:
@@ -464,6 +467,19 @@ class Driver:
                 progress.finished(outcome.row)
         progress.close()
         summary.seconds = time.monotonic() - t0
+
+    def _warm_up(self, slots: float) -> list[Any]:
+        """One empty task per slot, shaped like a student trial, sent before the study actor
+        starts: the workers import torch and kdbench (seconds) while the driver sets up."""
+        from kdbench.scheduler.tasks import warm_up
+
+        r = self.suite.resources
+        opts: dict[str, Any] = {"num_cpus": r.cpus_per_trial, "num_gpus": r.gpus_per_trial}
+        if r.custom:
+            opts["resources"] = dict(r.custom)
+        if r.accelerator_type:
+            opts["accelerator_type"] = r.accelerator_type
+        return [warm_up.options(**opts).remote() for _ in range(math.ceil(slots))]
 
     def _collect(self, ref: Any, spec: TrialSpec) -> TrialOutcome:
         """The task's outcome; a task that could not run at all still becomes a `failed` row."""
