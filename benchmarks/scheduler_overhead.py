@@ -43,35 +43,9 @@ def main() -> None:
 
     from kdbench.results import load
     from kdbench.scheduler.driver import run_suite
-    from kdbench.suite import parse_suite
 
-    sleep_plugin.register()
-    ray.init(
-        address="local",
-        num_cpus=args.cpus,
-        include_dashboard=False,
-        logging_level="WARNING",
-        runtime_env={
-            "py_modules": [str(HERE / "sleep_plugin.py")],
-            "worker_process_setup_hook": "sleep_plugin.register",
-            "env_vars": {"KDBENCH_SLEEP_S": str(args.work)},
-        },
-    )
-    suite = parse_suite(
-        {
-            "name": "scheduler_overhead",
-            "datasets": ["sleep_data"],
-            "pairs": [{"teacher": "sleep_net", "student": "sleep_net"}],
-            "methods": [
-                {"name": "sleep", "label": f"sleep{i}", "params": {}} for i in range(args.cells)
-            ],
-            "seeds": list(range(args.seeds)),
-            "budget": {"epochs": 1, "batch_size": 2},
-            "teacher": {"epochs": 1},
-            "tuning": {"trials": args.trials, "pruner": "none"},
-            "resources": {"cpus_per_trial": 1},
-        }
-    )
+    sleep_plugin.start_ray(args.cpus, args.work)
+    suite = sleep_plugin.sleep_suite("scheduler_overhead", args.cells, args.trials, args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = run_suite(suite, Path(tmp) / "results", live=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,3 +79,43 @@ def register() -> None:
         DATASETS.add("sleep_data", sleep_data)
         MODELS.add("sleep_net", sleep_net)
         METHODS.add("sleep", Sleep)
+
+
+def sleep_suite(name: str, cells: int, trials: int, seeds: int) -> Any:
+    """``cells`` tuned cells of the sleep method on one pair: ``trials`` tuning trials and
+    ``seeds`` finals each, plus the teacher and scratch."""
+    from kdbench.suite import parse_suite
+
+    return parse_suite(
+        {
+            "name": name,
+            "datasets": ["sleep_data"],
+            "pairs": [{"teacher": "sleep_net", "student": "sleep_net"}],
+            "methods": [
+                {"name": "sleep", "label": f"sleep{i}", "params": {}} for i in range(cells)
+            ],
+            "seeds": list(range(seeds)),
+            "budget": {"epochs": 1, "batch_size": 2},
+            "teacher": {"epochs": 1},
+            "tuning": {"trials": trials, "pruner": "none"},
+            "resources": {"cpus_per_trial": 1},
+        }
+    )
+
+
+def start_ray(cpus: int, work: float) -> None:
+    """A private local Ray whose workers register this plugin and sleep ``work`` s a trial."""
+    import ray
+
+    register()
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        logging_level="WARNING",
+        runtime_env={
+            "py_modules": [__file__],
+            "worker_process_setup_hook": "sleep_plugin.register",
+            "env_vars": {"KDBENCH_SLEEP_S": str(work)},
+        },
+    )
