@@ -160,6 +160,10 @@ class _SyncActor:
         ``ask`` still sees this call's effect."""
         getattr(self._actor, name).remote(*args)
 
+    def ref(self, name: str, *args: Any) -> Any:
+        """Call without waiting; the answer is ``ray.get`` of what this returns."""
+        return getattr(self._actor, name).remote(*args)
+
 
 class Driver:
     def __init__(
@@ -392,32 +396,51 @@ class Driver:
                 )
             inflight[ref] = item
 
+        # The study actor's answers are asked for ahead and read when needed: a blocking round
+        # trip per question (the sampler runs in it) was the driver's pace at short trials.
+        asked: tuple[Any, int, list[str]] | None = None  # an ask_next in flight
+        done_ref: Any = None  # a done_of in flight, sent after the latest tells
+
+        def send_ask() -> None:
+            nonlocal asked
+            start = turn % len(work.active)
+            order = work.active[start:] + work.active[:start]
+            asked = (book.ref("ask_next", order), start, order)
+
         def next_item() -> Item | None:
-            nonlocal turn
+            """The next trial: the queue's, else a new tuning trial (round robin over studies)."""
+            nonlocal turn, asked
             if work.queue:
                 return work.queue.popleft()
             if not work.active:
                 return None
-            # Round robin over the studies, in one call to the book (an actor round trip each
-            # was the driver's bottleneck at thousands of short trials).
-            start = turn % len(work.active)
-            order = work.active[start:] + work.active[:start]
-            got = book.ask_next(order)
-            if got is None:
+            if asked is None:
+                send_ask()
+            assert asked is not None
+            ref, start, order = asked
+            asked = None
+            got = ray.get(ref)
+            if got is None:  # no study may ask now (none will again: only finishing frees none)
                 return None
             name, number, params = got
             turn = start + order.index(name) + 1
+            send_ask()  # the one after, while this one runs
             study = self.studies[name]
             hp = resolve_hparams(study.cell.method, params)
             return Item(tune_spec(self.suite, study.cell, study.teacher, number, hp), name)
 
         def settle() -> None:
             """Studies that are done hand their finals to the queue."""
+            nonlocal done_ref
             if not work.active:
                 return
-            for name in book.done_of(list(work.active)):
-                work.active.remove(name)
-                work.queue.extend(Item(s) for s in self.finals_of(name, book) if self.pending(s))
+            ref, done_ref = done_ref or book.ref("done_of", list(work.active)), None
+            for name in ray.get(ref):
+                if name in work.active:
+                    work.active.remove(name)
+                    work.queue.extend(
+                        Item(s) for s in self.finals_of(name, book) if self.pending(s)
+                    )
 
         while True:
             settle()
@@ -460,6 +483,8 @@ class Driver:
                         outcome.row["status"],
                         outcome.row.get("val_acc"),
                     )
+                if item.study:
+                    done_ref = book.ref("done_of", list(work.active))  # after the tell
                 summary.ran += 1
                 summary.failed += outcome.row["status"] == "failed"
                 summary.rows.append(outcome.row)
