@@ -314,18 +314,16 @@ class Driver:
             try:
                 check_feasible(self.suite.resources)
                 slots = cluster_slots(self.suite.resources)
-                warming = self._warm_up(slots)
                 book: Any = None
                 if self.plan.studies:
                     from kdbench.tuning.broker import start_broker
 
                     # Started after the local look, whose tells it reads back from the storage;
-                    # the teachers and finals go out while it starts (seconds).
+                    # the teachers and finals go out while it starts (seconds: a new worker).
                     broker = start_broker(*self.book_args())
                     book = _SyncActor(broker)
                 summary.skipped = len(self.finished)
                 self._execute(work, book, broker, summary, slots)
-                del warming
                 store.compact(self.results_dir)  # one file per run; the lock is still held
             finally:
                 if self.mirror is not None:
@@ -429,12 +427,17 @@ class Driver:
             hp = resolve_hparams(study.cell.method, params)
             return Item(tune_spec(self.suite, study.cell, study.teacher, number, hp), name)
 
-        def settle() -> None:
-            """Studies that are done hand their finals to the queue."""
+        def settle(wait: bool) -> None:
+            """Studies that are done hand their finals to the queue. Without ``wait``, only
+            when the answer is there (the actor may still be starting: trials go out first)."""
             nonlocal done_ref
             if not work.active:
                 return
-            ref, done_ref = done_ref or book.ref("done_of", list(work.active)), None
+            if done_ref is None:
+                done_ref = book.ref("done_of", list(work.active))
+            if not wait and not ray.wait([done_ref], timeout=0)[0]:
+                return
+            ref, done_ref = done_ref, None
             for name in ray.get(ref):
                 if name in work.active:
                     work.active.remove(name)
@@ -443,11 +446,15 @@ class Driver:
                     )
 
         while True:
-            settle()
+            settle(wait=False)
             while len(inflight) < cap and (item := next_item()) is not None:
                 submit(item)
-            if not inflight:
-                break
+            if not inflight:  # nothing running: the studies' answer decides whether to go on
+                settle(wait=True)
+                while len(inflight) < cap and (item := next_item()) is not None:
+                    submit(item)
+                if not inflight:
+                    break
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             blocked = sum(1 for i in inflight.values() if i.spec.teacher_id in teachers_running)
             progress.set_running(int(min(len(inflight) - blocked, slots)))
@@ -492,19 +499,6 @@ class Driver:
                 progress.finished(outcome.row)
         progress.close()
         summary.seconds = time.monotonic() - t0
-
-    def _warm_up(self, slots: float) -> list[Any]:
-        """One empty task per slot, shaped like a student trial, sent before the study actor
-        starts: the workers import torch and kdbench (seconds) while the driver sets up."""
-        from kdbench.scheduler.tasks import warm_up
-
-        r = self.suite.resources
-        opts: dict[str, Any] = {"num_cpus": r.cpus_per_trial, "num_gpus": r.gpus_per_trial}
-        if r.custom:
-            opts["resources"] = dict(r.custom)
-        if r.accelerator_type:
-            opts["accelerator_type"] = r.accelerator_type
-        return [warm_up.options(**opts).remote() for _ in range(math.ceil(slots))]
 
     def _collect(self, ref: Any, spec: TrialSpec) -> TrialOutcome:
         """The task's outcome; a task that could not run at all still becomes a `failed` row."""

@@ -39,12 +39,6 @@ def student_task(
     return run_trial(spec, data, info, teacher_weights, reporter, synthetic)
 
 
-@ray.remote(max_retries=0)
-def warm_up() -> None:
-    """Nothing: running it loads this module, and with it torch and kdbench, in the worker."""
-    return None
-
-
 def options(spec: TrialSpec) -> dict[str, Any]:
     """What the trial holds while it runs: Ray places it on a node that has all of it."""
     opts: dict[str, Any] = {"num_cpus": spec.cpus, "num_gpus": spec.gpus, "name": spec.trial_id}
