@@ -22,7 +22,7 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-SLEEP_S = 2.0
+SLEEP_S = 4.0  # long enough that four trials overlap even while new workers import torch
 os.environ["KDBENCH_SLEEP_S"] = str(SLEEP_S)
 MARKS = Path(tempfile.mkdtemp(prefix="kdbench-marks-"))
 
@@ -136,7 +136,7 @@ def main() -> None:
                     "packed_teacher_nodes": sorted(set(b[b["phase"] == "teacher"]["node_id"])),
                     "sleepers": len(sleepers),
                     "packed_seconds": packed.seconds,
-                    # ISO 8601 seconds: four 2 s trials that ran at once share a moment
+                    # ISO 8601 seconds: four 4 s trials that ran at once share a moment
                     "latest_start": max(sleepers["started_at"]),
                     "earliest_finish": min(sleepers["finished_at"]),
                     "sleep_s": SLEEP_S,
