@@ -59,3 +59,21 @@ def test_augmented_batches_are_not_served_from_the_cache(synthetic, monkeypatch)
     monkeypatch.setattr(loop, "teacher_outputs", lambda *a, **k: calls.__setitem__("n", 1))
     train(shifted, "kd", augment=True, epochs=1)
     assert calls["n"] == 0
+
+
+def test_cached_rows_are_the_batch_rows_of_every_output():
+    from kdbench.models.base import ModelOutput
+
+    n = 10
+    out = ModelOutput(
+        logits=torch.randn(n, 3),
+        feats=[torch.randn(n, 2, 4, 4), torch.randn(n, 4, 2, 2)],
+        embedding=torch.randn(n, 5),
+        preact=[torch.randn(n, 2, 4, 4)],
+    )
+    idx = torch.tensor([7, 2, 9])
+    rows, expected = loop.TeacherCache(out).take(idx), out.map(lambda t: t[idx])
+    assert torch.equal(rows.embedding, expected.embedding)
+    assert torch.equal(rows.logits, expected.logits)
+    for a, b in zip(rows.feats + rows.preact, expected.feats + expected.preact, strict=True):
+        assert torch.equal(a, b)

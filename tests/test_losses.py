@@ -182,6 +182,60 @@ def test_crd_memory_moves_by_momentum_and_z_is_fixed_on_the_first_batch():
     assert torch.equal(crd.z, z)
 
 
+@pytest.mark.parametrize("memory", ["bank", "queue"])
+def test_crd_memory_written_in_place_matches_the_update_over_trained_steps(memory):
+    """The two alternating memories (``CRD._write``) hold, after each step, the previous
+    memory with this step's rows; a graph whose memory was overwritten refuses backward."""
+    import torch.nn.functional as F
+
+    from kdbench.methods.base import Step
+
+    labels = torch.arange(40) % 4
+    student = build_model("cnn_tiny", num_classes=4, input_shape=(1, 8, 8))
+    teacher = build_model("cnn_small", num_classes=4, input_shape=(1, 8, 8)).eval()
+    ctx = MethodContext(
+        student=student,
+        teacher=teacher,
+        num_classes=4,
+        n_train=40,
+        input_shape=(1, 8, 8),
+        train_labels=labels,
+    )
+    crd = CRD({**CRD.defaults(), "memory": memory, "nce_k": 12}, ctx)
+    opt = torch.optim.SGD(list(student.parameters()) + list(crd.parameters()), lr=0.1)
+    x = torch.randn(40, 1, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+
+    def step(idx):
+        with torch.no_grad():
+            t_out = teacher.forward_features(x[idx])
+        s_out = student.forward_features(x[idx])
+        loss = crd.terms(Step(x=x[idx], y=labels[idx], student=s_out, teacher=t_out, index=idx))
+        with torch.no_grad():
+            v_s = F.normalize(crd.embed_s(s_out.embedding), dim=1)
+            v = torch.stack([v_s, F.normalize(crd.embed_t(t_out.embedding), dim=1)])
+        return loss["crd"], v
+
+    for i in range(5):
+        idx = torch.randperm(40, generator=gen)[:8]
+        before = crd.memory.clone()
+        loss, v = step(idx)
+        expected = before.clone()
+        if memory == "bank":
+            expected[:, idx] = F.normalize(before[:, idx] * 0.5 + v * 0.5, dim=2)
+        else:
+            expected[:, (8 * i + torch.arange(8)) % 12] = v
+        assert torch.allclose(crd.memory, expected, atol=1e-6)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    first, _ = step(torch.arange(8))
+    step(torch.arange(8, 16))
+    step(torch.arange(16, 24))  # overwrites the memory the first of these three read
+    with pytest.raises(RuntimeError, match="inplace"):
+        first.backward()
+
+
 def test_pseudo_labels_only_where_the_teacher_is_confident():
     from kdbench.methods.base import Step
     from kdbench.methods.pseudo_label import PseudoLabel
