@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pandas as pd
 import pytest
@@ -93,6 +94,30 @@ def test_a_run_writes_every_trial_and_a_rerun_trains_nothing(ray_local, suite_fi
     retry = run_suite(load_suite(suite_file), results, retry_failed=True, live=False)
     assert retry.ran == 3  # the failed teacher and its two kd students, nothing else
     assert len(load(results)) == 10 and pd.read_parquet(results)["trial_id"].is_unique
+
+
+def test_a_long_run_folds_its_trial_files_as_it_goes_and_loses_no_row(
+    ray_local, suite_file, tmp_path, monkeypatch
+):
+    from kdbench.results import store
+    from kdbench.scheduler import driver
+
+    folded = []
+    compact = store.compact
+
+    def watched(results_dir, files=None):
+        folded.append((threading.current_thread().name, None if files is None else len(files)))
+        return compact(results_dir, files)
+
+    monkeypatch.setattr(driver, "COMPACT_EVERY", 3)
+    monkeypatch.setattr(store, "compact", watched)
+    results = tmp_path / "results"
+    summary = run_suite(load_suite(suite_file), results, live=False)
+    # every third row, beside the driver (which goes on scheduling), then the rest at the end
+    assert folded == [("kdbench-compact", 3)] * 3 + [("MainThread", None)]
+    df = pd.read_parquet(results)
+    assert len(df) == summary.ran == 10 and df["trial_id"].is_unique
+    assert not list((results / "trials").glob("*.parquet"))
 
 
 def test_the_command_line_runs_prints_the_leaderboard_and_resumes(tmp_path):

@@ -68,6 +68,16 @@ def check_tuned_results(results, suite_path):
         assert all(t.state.is_finished() for t in trials)
         rows = tune[tune.method == study.cell.method.label]
         assert len(rows) == study.budget
+        # every epoch's accuracy reached the study, the last one (told by the driver) too:
+        # the pruner compares later trials with these
+        for t in trials:
+            if t.state.name == "COMPLETE":
+                hp = resolve_hparams(study.cell.method, t.params)
+                trial_id = tune_spec(suite, study.cell, study.teacher, t.number, hp).trial_id
+                row = rows[rows.trial_id == trial_id].iloc[0]
+                assert sorted(t.intermediate_values) == list(range(1, row.epoch_reported + 1))
+                assert t.intermediate_values[row.epoch_reported] == pytest.approx(t.value)
+                assert t.value == pytest.approx(row.val_acc)
         # the finals ran the selected trial's hyperparameters
         complete = [(t.number, t.params, t.value) for t in trials if t.state.name == "COMPLETE"]
         start = {k: dict(resolve_hparams(study.cell.method))[k] for k in study.space}

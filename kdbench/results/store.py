@@ -249,16 +249,22 @@ class RunLock:
         os.close(self._fd)
 
 
-def compact(results_dir: str | os.PathLike[str]) -> dict[str, int]:
-    """Fold ``trials/*.parquet`` into ``compacted/<run_id>.parquet`` (rows per run returned).
+def loose_trials(results_dir: str | os.PathLike[str]) -> list[Path]:
+    """The per-trial files that ``compact`` would fold now."""
+    return [p for p in result_files(results_dir) if p.parent.name == TRIALS]
+
+
+def compact(results_dir: str | os.PathLike[str], files: list[Path] | None = None) -> dict[str, int]:
+    """Fold ``trials/*.parquet`` (or those of them in ``files``) into
+    ``compacted/<run_id>.parquet`` (rows per run returned).
 
     Each run's file is rewritten atomically with its new rows added (a trial written again
     replaces its older row, wherever that stood); only then are the folded trial files
     removed. A reader in between sees a row twice, and ``load`` keeps one. The caller holds
-    the directory's RunLock.
+    the directory's RunLock, and writes none of ``files`` again until this returns.
     """
     root = Path(results_dir)
-    files = [p for p in result_files(root) if p.parent.name == TRIALS]
+    files = loose_trials(root) if files is None else files
     table, readable = _scan(files, None, None, "not compacting")
     if not readable:
         return {}

@@ -132,6 +132,16 @@ def pick_device(gpus: float) -> torch.device:
     return torch.device("cuda") if gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
 
 
+def seed_torch(seed: int, device: torch.device) -> None:
+    """Seed the generator the trial's models draw from. ``torch.manual_seed`` seeds every
+    accelerator backend too, through lazy calls that each format a stack trace while no GPU is
+    in use: 0.65 ms a trial on a CPU, where the CPU's generator is the only one drawn from."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def base_row(spec: TrialSpec, info: RunInfo) -> dict[str, Any]:
     return {
         "run_id": info.run_id,
@@ -273,7 +283,7 @@ def _curve_rows(curve: list[EpochStats]) -> list[dict[str, Any]]:
 def _teacher_trial(
     spec: TrialSpec, data: DataBundle, info: RunInfo, device: torch.device, checkpoint: bytes | None
 ) -> TrialOutcome:
-    torch.manual_seed(spec.seed)
+    seed_torch(spec.seed, device)
     model = build_model(
         spec.teacher.arch, num_classes=data.num_classes, input_shape=data.input_shape
     ).to(device)
@@ -345,7 +355,7 @@ def _student_trial(
             f"teacher {spec.teacher.arch} for {spec.dataset} is not available "
             f"(its trial {spec.teacher_id} failed)"
         )
-    torch.manual_seed(spec.seed)
+    seed_torch(spec.seed, device)
     student = build_model(
         spec.student, num_classes=data.num_classes, input_shape=data.input_shape
     ).to(device)
@@ -384,7 +394,11 @@ def _student_trial(
         # A dd_* method's teacher (herding's) chose the set; it takes no part in training.
         teacher=None if cls.needs.synthetic_set else teacher,
         device=device,
-        on_epoch=(lambda s: reporter(s.epoch, s.val_acc)) if reporter else None,
+        # The last epoch's accuracy reaches the study with the driver's tell: asking whether
+        # to stop a trial that is ending anyway would cost a round trip to the study actor.
+        on_epoch=(lambda s: s.epoch < epochs and reporter(s.epoch, s.val_acc))
+        if reporter
+        else None,
         val_every=max(1, epochs // spec.epochs),
         macs=macs,
     )

@@ -12,6 +12,7 @@ Only one process, the study book (a Ray actor next to the driver), touches the s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -273,9 +274,17 @@ class StudyBook:
         self.storage.set_trial_intermediate_value(trial_id, epoch, value)
         return o.study.pruner.prune(o.study, self.storage.get_trial(trial_id))
 
-    def tell(self, name: str, number: int, status: str, value: float | None) -> None:
+    def tell(
+        self, name: str, number: int, status: str, value: float | None, epoch: int | None = None
+    ) -> None:
+        """A trial's end. ``epoch``: the epoch ``value`` was measured after, when the trial did
+        not report it itself (its last: no answer to wait for, the trial ends there anyway)."""
         o = self.studies[name]
         if status == "ok" and value is not None:
+            if epoch:
+                trial_id = self.storage.get_trial_id_from_study_id_trial_number(o.study_id, number)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    self.storage.set_trial_intermediate_value(trial_id, epoch, value)
             o.study.tell(number, value, skip_if_finished=True)
         elif status == "pruned":
             o.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
