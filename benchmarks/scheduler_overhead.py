@@ -1,7 +1,9 @@
 """What the scheduler costs per trial: 1,000 trials whose work is a fixed 0.2 s, no training.
 
 Through the real driver, Ray tasks on the local cluster, the result writer and Optuna studies
-(10 tuned cells of 95 tuning trials and 5 final seeds each, plus the teacher and scratch).
+(10 tuned cells of 95 tuning trials and 5 final seeds each, plus the teacher and scratch), on
+a cluster whose workers have started (``--cold``: timed from right after ``ray.init``, while
+they still start and import torch).
 A trial's duration is its own training time (``train_seconds``: the 0.2 s sleep inside its one
 step, and its validation); everything else (Ray, the driver, studies, writing rows, building
 the trial's model) counts as overhead:
@@ -33,6 +35,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=95, help="tuning trials per cell")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="start the run while the cluster's workers still start (default: once they are up)",
+    )
     args = ap.parse_args()
     os.environ["KDBENCH_SLEEP_S"] = str(args.work)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -44,7 +51,7 @@ def main() -> None:
     from kdbench.results import load
     from kdbench.scheduler.driver import run_suite
 
-    sleep_plugin.start_ray(args.cpus, args.work)
+    sleep_plugin.start_ray(args.cpus, args.work, warm=not args.cold)
     suite = sleep_plugin.sleep_suite("scheduler_overhead", args.cells, args.trials, args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

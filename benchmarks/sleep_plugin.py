@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,8 +65,6 @@ class Sleep(Method):
 
     def loss(self, step: Step) -> dict[str, torch.Tensor]:
         if MARKS:
-            import ray
-
             ctx = ray.get_runtime_context()
             (Path(MARKS) / f"{ctx.get_node_id()}__{ctx.get_task_name()}__{os.getpid()}").touch()
         hog = torch.ones(HOG_MB * 2**18) if HOG_MB else None  # float32: 2**18 a MiB
@@ -103,10 +102,12 @@ def sleep_suite(name: str, cells: int, trials: int, seeds: int) -> Any:
     )
 
 
-def start_ray(cpus: int, work: float) -> None:
-    """A private local Ray whose workers register this plugin and sleep ``work`` s a trial."""
-    import ray
-
+def start_ray(cpus: int, work: float, *, warm: bool = False) -> None:
+    """A private local Ray whose workers register this plugin and sleep ``work`` s a trial.
+    ``warm``: return once a worker per CPU has started (Python, torch and this plugin imported)
+    and run a task, as on a cluster that is already up; else at once, while they still start.
+    (Ray starts the study actor in a new process either way: it gives an actor only a worker
+    that never ran a task.)"""
     register()
     ray.init(
         address="local",
@@ -119,3 +120,13 @@ def start_ray(cpus: int, work: float) -> None:
             "env_vars": {"KDBENCH_SLEEP_S": str(work)},
         },
     )
+    if warm:
+        pids: set[int] = set()
+        while len(pids) < cpus:  # one worker took them all before another had started: again
+            pids |= set(ray.get([_worker_pid.remote() for _ in range(cpus)]))
+
+
+@ray.remote(num_cpus=1)
+def _worker_pid() -> int:
+    time.sleep(0.1)  # long enough that the next task goes to another worker
+    return os.getpid()
