@@ -508,9 +508,54 @@ class Driver:
                         Item(s) for s in self.finals_of(name, book) if self.pending(s)
                     )
 
+        compactor = _Compactor(self.results_dir)
+
+        def finish(ref: Any) -> None:
+            """A trial's outcome: its files, its row, then its study."""
+            nonlocal loose, done_ref
+            item = inflight.pop(ref)
+            spec = item.spec
+            outcome = self._collect(ref, spec)
+            row = outcome.row
+            if spec.phase == "teacher":
+                teachers_running.discard(spec.trial_id)
+                waiting.pop(spec.trial_id, None)
+                weights[spec.trial_id] = self._keep_teacher(spec, outcome, weights[spec.trial_id])
+            if compactor.folding(spec.trial_id):  # a failed trial retried: its old file
+                compactor.wait()
+            # Files first, then the row that names them, then the study: a driver killed in
+            # between finds the row and tells the study from it instead of rerunning.
+            self._publish(
+                *self._write_artifacts(outcome),
+                store.write_trial(self.results_dir, row),
+                *write_curve(run_dir, spec.trial_id, outcome.curve),
+            )
+            loose += 1
+            if loose >= COMPACT_EVERY:  # reading costs ~1 ms per file: keep few loose
+                compactor.start()
+                loose = 0
+            if compactor.finished() and self.mirror is not None:
+                self.mirror.sync()
+            elif self.mirror is not None:
+                self.mirror.sync_now_and_then()  # the studies' journal, every 30 s
+            if item.study:
+                book.send(
+                    "tell",
+                    item.study,
+                    spec.number,
+                    row["status"],
+                    row.get("val_acc"),
+                    row.get("epoch_reported"),  # its last epoch, which it did not report
+                )
+                done_ref = book.ref("done_of", list(work.active))  # after the tell
+            summary.ran += 1
+            summary.failed += row["status"] == "failed"
+            summary.rows.append(row)
+            progress.total = max(progress.total, progress.done + 1 + len(inflight))
+            progress.finished(row)
+
         if book is not None and work.active:
             send_ask()  # answered while the teachers and finals go out
-        compactor = _Compactor(self.results_dir)
         try:
             while True:
                 settle(wait=False)
@@ -525,48 +570,7 @@ class Driver:
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
                 progress.set_running(int(min(runnable(), slots)))
                 for ref in ready:
-                    item = inflight.pop(ref)
-                    spec = item.spec
-                    outcome = self._collect(ref, spec)
-                    if spec.phase == "teacher":
-                        teachers_running.discard(spec.trial_id)
-                        waiting.pop(spec.trial_id, None)
-                        weights[spec.trial_id] = self._keep_teacher(
-                            spec, outcome, weights[spec.trial_id]
-                        )
-                    if compactor.folding(spec.trial_id):  # a failed trial retried: its old file
-                        compactor.wait()
-                    # Files first, then the row that names them, then the study: a driver killed in
-                    # between finds the row and tells the study from it instead of rerunning.
-                    self._publish(
-                        *self._write_artifacts(outcome),
-                        store.write_trial(self.results_dir, outcome.row),
-                        *write_curve(run_dir, spec.trial_id, outcome.curve),
-                    )
-                    loose += 1
-                    if loose >= COMPACT_EVERY:  # reading costs ~1 ms per file: keep few loose
-                        compactor.start()
-                        loose = 0
-                    if compactor.finished() and self.mirror is not None:
-                        self.mirror.sync()
-                    elif self.mirror is not None:
-                        self.mirror.sync_now_and_then()  # the studies' journal, every 30 s
-                    if item.study:
-                        row = outcome.row
-                        book.send(
-                            "tell",
-                            item.study,
-                            spec.number,
-                            row["status"],
-                            row.get("val_acc"),
-                            row.get("epoch_reported"),  # its last epoch, which it did not report
-                        )
-                        done_ref = book.ref("done_of", list(work.active))  # after the tell
-                    summary.ran += 1
-                    summary.failed += outcome.row["status"] == "failed"
-                    summary.rows.append(outcome.row)
-                    progress.total = max(progress.total, progress.done + 1 + len(inflight))
-                    progress.finished(outcome.row)
+                    finish(ref)
         finally:
             compactor.wait()  # the lock is released only after it
         progress.close()
