@@ -121,6 +121,13 @@ def main() -> None:
             )
             remover.join()
             c = read_table(Path(tmp) / "c").to_pandas()  # every row written, duplicates kept
+        # The driver saw the worker die at once and the run may be over already; the control
+        # store marks a killed node dead only after its missed health checks (seconds later).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+            n["Alive"] for n in ray.nodes() if n["NodeID"] == victim.node_id
+        ):
+            time.sleep(0.5)
         sleepers = b[b["method"] == "sleep"]
         print(
             json.dumps(
