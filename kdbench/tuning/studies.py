@@ -267,11 +267,16 @@ class StudyBook:
                 return (name, *self.ask(name))
         return None
 
+    def _record(self, o: _Open, number: int, epoch: int, value: float) -> int:
+        """Store a trial's validation accuracy after an epoch; returns the trial's id."""
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(o.study_id, number)
+        self.storage.set_trial_intermediate_value(trial_id, epoch, value)
+        return trial_id
+
     def report(self, name: str, number: int, epoch: int, value: float) -> bool:
         """Record a trial's validation accuracy after an epoch; True: prune it now."""
         o = self.studies[name]
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(o.study_id, number)
-        self.storage.set_trial_intermediate_value(trial_id, epoch, value)
+        trial_id = self._record(o, number, epoch, value)
         return o.study.pruner.prune(o.study, self.storage.get_trial(trial_id))
 
     def tell(
@@ -282,9 +287,8 @@ class StudyBook:
         o = self.studies[name]
         if status == "ok" and value is not None:
             if epoch:
-                trial_id = self.storage.get_trial_id_from_study_id_trial_number(o.study_id, number)
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    self.storage.set_trial_intermediate_value(trial_id, epoch, value)
+                    self._record(o, number, epoch, value)
             o.study.tell(number, value, skip_if_finished=True)
         elif status == "pruned":
             o.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
