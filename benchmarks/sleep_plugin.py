@@ -104,10 +104,9 @@ def sleep_suite(name: str, cells: int, trials: int, seeds: int) -> Any:
 
 def start_ray(cpus: int, work: float, *, warm: bool = False) -> None:
     """A private local Ray whose workers register this plugin and sleep ``work`` s a trial.
-    ``warm``: return once a worker per CPU has started (Python, torch and this plugin imported)
-    and run a task, as on a cluster that is already up; else at once, while they still start.
-    (Ray starts the study actor in a new process either way: it gives an actor only a worker
-    that never ran a task.)"""
+    ``warm``: return once a worker per CPU has started (Python, torch and this plugin imported,
+    and torch's first optimiser made) and run a task, as on a cluster that is already up; else
+    at once, while they still start."""
     register()
     ray.init(
         address="local",
@@ -128,5 +127,8 @@ def start_ray(cpus: int, work: float, *, warm: bool = False) -> None:
 
 @ray.remote(num_cpus=1)
 def _worker_pid() -> int:
+    # A process's first torch optimiser imports torch._dynamo (2.5 s here): a cost of each new
+    # worker process, like importing torch, not of the scheduler.
+    torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     time.sleep(0.1)  # long enough that the next task goes to another worker
     return os.getpid()

@@ -189,28 +189,6 @@ class _Compactor:
             raise error
 
 
-class _SyncActor:
-    """Calls an actor's methods and waits for the answers, so that local and remote books read alike."""
-
-    def __init__(self, actor: Any) -> None:
-        self._actor = actor
-
-    def __getattr__(self, name: str) -> Any:
-        import ray
-
-        method = getattr(self._actor, name)
-        return lambda *args: ray.get(method.remote(*args))
-
-    def send(self, name: str, *args: Any) -> None:
-        """Call without waiting: the actor runs one caller's calls in order, so a later
-        ``ask`` still sees this call's effect."""
-        getattr(self._actor, name).remote(*args)
-
-    def ref(self, name: str, *args: Any) -> Any:
-        """Call without waiting; the answer is ``ray.get`` of what this returns."""
-        return getattr(self._actor, name).remote(*args)
-
-
 class Driver:
     def __init__(
         self,
@@ -345,8 +323,10 @@ class Driver:
         with RunLock(self.results_dir):
             if self.mirror is not None:
                 self.mirror.pull()
-            # A local look first: a finished run must not need Ray at all.
-            work = self.prepare(StudyBook(*self.book_args()) if self.plan.studies else None)
+            # The study book lives in the driver: asking, telling and choosing are local calls
+            # (the sampler runs here), and a finished run needs no Ray at all.
+            book = StudyBook(*self.book_args()) if self.plan.studies else None
+            work = self.prepare(book)
             summary = RunSummary(
                 run_id=self.run_id, results_dir=self.results_dir, planned=work.expected, skipped=0
             )
@@ -358,39 +338,28 @@ class Driver:
             from kdbench.scheduler.cluster import check_feasible, cluster_slots, init_ray
 
             started_ray = init_ray(address)
-            broker = None
             try:
                 check_feasible(self.suite.resources)
                 slots = cluster_slots(self.suite.resources)
-                book: Any = None
-                if self.plan.studies:
-                    from kdbench.tuning.broker import start_broker
-
-                    # Started after the local look, whose tells it reads back from the storage;
-                    # the teachers and finals go out while it starts (seconds: a new worker).
-                    broker = start_broker(*self.book_args())
-                    book = _SyncActor(broker)
                 summary.skipped = len(self.finished)
-                self._execute(work, book, broker, summary, slots)
+                self._execute(work, book, summary, slots)
                 store.compact(self.results_dir)  # one file per run; the lock is still held
             finally:
                 if self.mirror is not None:
                     self.mirror.sync()  # also after an error: what was written goes up
-                if broker is not None:
-                    ray.kill(broker)
                 if started_ray:
                     ray.shutdown()
         return summary
 
     def _execute(
-        self, work: Work, book: Any, broker: Any, summary: RunSummary, slots: float
+        self, work: Work, book: StudyBook | None, summary: RunSummary, slots: float
     ) -> None:
         import ray
 
         from kdbench.data import load_dataset
         from kdbench.methods import method_class
         from kdbench.scheduler.tasks import options, student_task, teacher_task
-        from kdbench.tuning.broker import Reporter
+        from kdbench.tuning.broker import Reporter, start_broker
 
         t0 = time.monotonic()
         run_dir = record_run(self.results_dir, self.run_id, self.suite)
@@ -408,6 +377,9 @@ class Driver:
         cap = 2 * math.ceil(slots)
         turn = 0
         loose = 0
+        broker: Any = None
+        """The study actor trials report their epochs to, started with the first trial that
+        reports (none in a suite of one-epoch trials or without tuning)."""
 
         def data(name: str) -> Any:
             if name not in data_refs:
@@ -438,12 +410,7 @@ class Driver:
                 )
                 teachers_running.add(spec.trial_id)
             else:
-                # A trial of one epoch has nothing to report: its last epoch goes with the tell.
-                reporter = (
-                    Reporter(broker, item.study, spec.number)
-                    if item.study and spec.epochs > 1
-                    else None
-                )
+                reporter = reporter_for(item)
                 needed = teacher_weights(spec)
                 ref = student_task.options(**options(spec)).remote(
                     spec,
@@ -457,62 +424,50 @@ class Driver:
                     waiting[spec.teacher_id] = waiting.get(spec.teacher_id, 0) + 1
             inflight[ref] = item
 
-        # The study actor's answers are asked for ahead and read when needed: a blocking round
-        # trip per question (the sampler runs in it) was the driver's pace at short trials.
-        asked: tuple[Any, int, list[str]] | None = None  # an ask_next in flight
-        done_ref: Any = None  # a done_of in flight, sent after the latest tells
-
-        def send_ask() -> None:
-            nonlocal asked
-            start = turn % len(work.active)
-            order = work.active[start:] + work.active[:start]
-            asked = (book.ref("ask_next", order), start, order)
+        def reporter_for(item: Item) -> Reporter | None:
+            """A tuning trial's line to its study's pruner. A trial of one epoch has nothing to
+            report: its last epoch's accuracy goes with the driver's tell."""
+            nonlocal broker
+            if not item.study or item.spec.epochs <= 1:
+                return None
+            if broker is None:
+                # Its own book on the same storage, which it only reads and adds epochs to.
+                broker = start_broker(*self.book_args())
+            return Reporter(broker, item.study, item.spec.number)
 
         def next_item() -> Item | None:
             """The next trial: the queue's, else a new tuning trial (round robin over studies)."""
-            nonlocal turn, asked
+            nonlocal turn
             if work.queue:
                 return work.queue.popleft()
             if not work.active:
                 return None
-            if asked is None:
-                send_ask()
-            assert asked is not None
-            ref, start, order = asked
-            asked = None
-            got = ray.get(ref)
+            assert book is not None
+            start = turn % len(work.active)
+            order = work.active[start:] + work.active[:start]
+            got = book.ask_next(order)
             if got is None:  # no study may ask now (none will again: only finishing frees none)
                 return None
             name, number, params = got
             turn = start + order.index(name) + 1
-            send_ask()  # the one after, while this one runs
             study = self.studies[name]
             hp = resolve_hparams(study.cell.method, params)
             return Item(tune_spec(self.suite, study.cell, study.teacher, number, hp), name)
 
-        def settle(wait: bool) -> None:
-            """Studies that are done hand their finals to the queue. Without ``wait``, only
-            when the answer is there (the actor may still be starting: trials go out first)."""
-            nonlocal done_ref
+        def settle() -> None:
+            """Studies that are done hand their finals to the queue."""
             if not work.active:
                 return
-            if done_ref is None:
-                done_ref = book.ref("done_of", list(work.active))
-            if not wait and not ray.wait([done_ref], timeout=0)[0]:
-                return
-            ref, done_ref = done_ref, None
-            for name in ray.get(ref):
-                if name in work.active:
-                    work.active.remove(name)
-                    work.queue.extend(
-                        Item(s) for s in self.finals_of(name, book) if self.pending(s)
-                    )
+            assert book is not None
+            for name in book.done_of(list(work.active)):
+                work.active.remove(name)
+                work.queue.extend(Item(s) for s in self.finals_of(name, book) if self.pending(s))
 
         compactor = _Compactor(self.results_dir)
 
         def finish(ref: Any) -> None:
             """A trial's outcome: its files, its row, then its study."""
-            nonlocal loose, done_ref
+            nonlocal loose
             item = inflight.pop(ref)
             spec = item.spec
             outcome = self._collect(ref, spec)
@@ -539,40 +494,35 @@ class Driver:
             elif self.mirror is not None:
                 self.mirror.sync_now_and_then()  # the studies' journal, every 30 s
             if item.study:
-                book.send(
-                    "tell",
+                assert book is not None
+                book.tell(
                     item.study,
                     spec.number,
                     row["status"],
                     row.get("val_acc"),
                     row.get("epoch_reported"),  # its last epoch, which it did not report
                 )
-                done_ref = book.ref("done_of", list(work.active))  # after the tell
             summary.ran += 1
             summary.failed += row["status"] == "failed"
             summary.rows.append(row)
             progress.total = max(progress.total, progress.done + 1 + len(inflight))
             progress.finished(row)
 
-        if book is not None and work.active:
-            send_ask()  # answered while the teachers and finals go out
         try:
             while True:
-                settle(wait=False)
+                settle()
                 while runnable() < cap and (item := next_item()) is not None:
                     submit(item)
-                if not inflight:  # nothing running: the studies' answer decides whether to go on
-                    settle(wait=True)
-                    while runnable() < cap and (item := next_item()) is not None:
-                        submit(item)
-                    if not inflight:
-                        break
+                if not inflight:
+                    break
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
                 progress.set_running(int(min(runnable(), slots)))
                 for ref in ready:
                     finish(ref)
         finally:
             compactor.wait()  # the lock is released only after it
+            if broker is not None:
+                ray.kill(broker)
         progress.close()
         summary.seconds = time.monotonic() - t0
 
