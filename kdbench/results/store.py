@@ -76,7 +76,13 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
 
 
 def write_trial(results_dir: str | os.PathLike[str], row: Mapping[str, Any]) -> Path:
-    return write_atomic(to_table([row]), Path(results_dir) / TRIALS / f"{row['trial_id']}.parquet")
+    return write_trial_table(results_dir, to_table([row]))
+
+
+def write_trial_table(results_dir: str | os.PathLike[str], table: pa.Table) -> Path:
+    """A trial's row, already made a table (one row of the schema), as its file in trials/."""
+    (trial_id,) = table.column("trial_id").to_pylist()
+    return write_atomic(table, Path(results_dir) / TRIALS / f"{trial_id}.parquet")
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
@@ -254,9 +260,16 @@ def loose_trials(results_dir: str | os.PathLike[str]) -> list[Path]:
     return [p for p in result_files(results_dir) if p.parent.name == TRIALS]
 
 
-def compact(results_dir: str | os.PathLike[str], files: list[Path] | None = None) -> dict[str, int]:
+def compact(
+    results_dir: str | os.PathLike[str],
+    files: list[Path] | None = None,
+    *,
+    known: Mapping[Path, pa.Table] | None = None,
+) -> dict[str, int]:
     """Fold ``trials/*.parquet`` (or those of them in ``files``) into
-    ``compacted/<run_id>.parquet`` (rows per run returned).
+    ``compacted/<run_id>.parquet`` (rows per run returned). ``known``: what some of the files
+    hold, as the writer still has it (the driver, for its own run's files): those are not
+    read back (about 1 ms a file).
 
     Each run's file is rewritten atomically with its new rows added (a trial written again
     replaces its older row, wherever that stood); only then are the folded trial files
@@ -265,7 +278,11 @@ def compact(results_dir: str | os.PathLike[str], files: list[Path] | None = None
     """
     root = Path(results_dir)
     files = loose_trials(root) if files is None else files
-    table, readable = _scan(files, None, None, "not compacting")
+    known = {p: t for p, t in (known or {}).items() if p in set(files)}
+    table, readable = _scan([p for p in files if p not in known], None, None, "not compacting")
+    if known:
+        table = pa.concat_tables([table, *known.values()])
+        readable = [*readable, *known]
     if not readable:
         return {}
     new = latest(table.to_pandas())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import secrets
+import statistics
 import sys
 import threading
 import time
@@ -54,6 +55,12 @@ from kdbench.tuning.studies import StudyBook, StudySpec
 CACHE = "_cache"
 COMPACT_EVERY = 500
 """During a long run, fold the per-trial files into the run's file after this many rows."""
+BATCH_S = 2.0
+"""Student trials shorter than this go to Ray several to a task, about this long together. Ray
+spends milliseconds between one task and the next on a worker (9 ms at the median, measured on
+2 cores): a few percent of a 0.2 s trial, nothing next to a real one, which keeps a task of its
+own."""
+MAX_BATCH = 16
 
 
 @dataclass
@@ -133,6 +140,8 @@ class Item:
 
     spec: TrialSpec
     study: str | None = None
+    alone: bool = False
+    """Run in a task of its own (its batch's task died: only the culprit should fail)."""
 
 
 @dataclass
@@ -150,6 +159,8 @@ class _Compactor:
 
     def __init__(self, results_dir: Path) -> None:
         self.results_dir = results_dir
+        self.written: dict[Path, pa.Table] = {}
+        """This run's trial files not folded yet, and what they hold: not read back."""
         self._thread: threading.Thread | None = None
         self._names: set[str] = set()
         self._error: BaseException | None = None
@@ -158,16 +169,23 @@ class _Compactor:
         self.wait()
         files = store.loose_trials(self.results_dir)
         self._names = {p.name for p in files}
+        known = {p: self.written.pop(p) for p in files if p in self.written}
         self._thread = threading.Thread(
-            target=self._compact, args=(files,), name="kdbench-compact", daemon=True
+            target=self._compact, args=(files, known), name="kdbench-compact", daemon=True
         )
         self._thread.start()
 
-    def _compact(self, files: list[Path]) -> None:
+    def _compact(self, files: list[Path], known: dict[Path, pa.Table]) -> None:
         try:
-            store.compact(self.results_dir, files)
+            store.compact(self.results_dir, files, known=known)
         except BaseException as exc:  # raised in the driver's thread, by ``wait``
             self._error = exc
+
+    def final(self) -> None:
+        """The last fold, in the driver's thread, once the run's trials are all written."""
+        self.wait()
+        store.compact(self.results_dir, known=self.written)
+        self.written = {}
 
     def folding(self, trial_id: str) -> bool:
         """Whether the running compaction folds (and will delete) this trial's file."""
@@ -343,7 +361,6 @@ class Driver:
                 slots = cluster_slots(self.suite.resources)
                 summary.skipped = len(self.finished)
                 self._execute(work, book, summary, slots)
-                store.compact(self.results_dir)  # one file per run; the lock is still held
             finally:
                 if self.mirror is not None:
                     self.mirror.sync()  # also after an error: what was written goes up
@@ -358,17 +375,26 @@ class Driver:
 
         from kdbench.data import load_dataset
         from kdbench.methods import method_class
-        from kdbench.scheduler.tasks import options, student_task, teacher_task
+        from kdbench.scheduler.tasks import (
+            BatchedTrial,
+            options,
+            student_batch,
+            student_task,
+            teacher_task,
+        )
         from kdbench.tuning.broker import Reporter, start_broker
 
         t0 = time.monotonic()
-        run_dir = record_run(self.results_dir, self.run_id, self.suite)
-        self._publish(*sorted(p for p in run_dir.iterdir() if p.is_file()))
+        run_dir = self.results_dir / RUNS / self.run_id
+        recorded = False
         progress = self.progress or Progress(work.expected, live=self.live, slots=slots)
         data_refs: dict[str, Any] = {}
         weights: dict[str, Any] = {}
         teachers_running: set[str] = set()
-        inflight: dict[Any, Item] = {}
+        inflight: dict[Any, list[Item]] = {}
+        """Tasks in flight and their trials (several, for a batch of short ones)."""
+        durations: dict[tuple[str, ...], deque[float]] = {}
+        """Wall seconds of each cell's latest trials: how many fit in a batch."""
         waiting: dict[str, int] = {}
         """Trials in flight that wait for a running teacher's weights, per teacher: they hold
         no slot, so they do not count against ``cap``."""
@@ -401,28 +427,108 @@ class Driver:
         def runnable() -> int:
             return len(inflight) - sum(waiting.values())
 
-        def submit(item: Item) -> None:
-            spec = item.spec
+        def waits_for_teacher(spec: TrialSpec) -> bool:
+            return spec.teacher_id in teachers_running and teacher_weights(spec) is not None
+
+        def batchable(item: Item) -> bool:
+            """Short student trials whose inputs are ready may share a task."""
+            return (
+                item.spec.phase != "teacher" and not item.alone and not waits_for_teacher(item.spec)
+            )
+
+        def shape(spec: TrialSpec) -> tuple[Any, ...]:
+            opts = options(spec)
+            opts.pop("name")
+            return (spec.dataset, sorted(opts.items(), key=lambda kv: kv[0]))
+
+        def cell(spec: TrialSpec) -> tuple[str, ...]:
+            return (spec.dataset, spec.teacher.arch, spec.student or "", spec.label)
+
+        def typical(item: Item) -> float | None:
+            """A trial's expected wall time: its cell's median so far (None: not known yet)."""
+            seen = durations.get(cell(item.spec))
+            return statistics.median(seen) if seen and len(seen) >= 2 else None
+
+        def trials_left() -> int:
+            """Trials still to submit: the queue's, the studies' and their finals."""
+            left = len(work.queue)
+            for name in work.active:
+                assert book is not None
+                done, running = book.counts(name)
+                left += max(self.studies[name].budget - done - running, 0) + len(self.suite.seeds)
+            return left
+
+        def take() -> list[Item] | None:
+            """The next task's trials: one, or short ones of the same shape that together last
+            about ``BATCH_S``."""
+            item = next_item()
+            if item is None:
+                return None
+            batch = [item]
+            total = typical(item) if batchable(item) else None
+            # Toward the end, the trials left are spread over every task in flight, so that the
+            # run does not end with one slot working through a batch while the others idle.
+            most = min(MAX_BATCH, math.ceil((trials_left() + 1) / cap))
+            while total is not None and total < BATCH_S and len(batch) < most:
+                more = next_item()
+                if more is None:
+                    break
+                t = typical(more)
+                if (
+                    t is None
+                    or total + t > BATCH_S
+                    or not batchable(more)
+                    or shape(more.spec) != shape(item.spec)
+                ):
+                    work.queue.appendleft(more)  # the first of the next task
+                    break
+                batch.append(more)
+                total += t
+            return batch
+
+        def submit(batch: list[Item]) -> None:
+            spec = batch[0].spec
             if spec.phase == "teacher":
                 ckpt = read_checkpoint(spec.teacher.checkpoint) if spec.teacher.checkpoint else None
                 ref, weights[spec.trial_id] = teacher_task.options(**options(spec)).remote(
                     spec, data(spec.dataset), self.info, ckpt
                 )
                 teachers_running.add(spec.trial_id)
-            else:
-                reporter = reporter_for(item)
+            elif len(batch) == 1:
                 needed = teacher_weights(spec)
                 ref = student_task.options(**options(spec)).remote(
                     spec,
                     data(spec.dataset),
                     self.info,
                     needed,
-                    reporter,
+                    reporter_for(batch[0]),
                     self._cached_synthetic(spec),
                 )
-                if needed is not None and spec.teacher_id in teachers_running:
+                if waits_for_teacher(spec):  # Ray holds the task until the weights exist
                     waiting[spec.teacher_id] = waiting.get(spec.teacher_id, 0) + 1
-            inflight[ref] = item
+            else:
+                teachers: list[Any] = []
+                index: dict[str, int] = {}
+                trials = []
+                for item in batch:
+                    needed = teacher_weights(item.spec)
+                    at = None
+                    if needed is not None:
+                        assert item.spec.teacher_id is not None
+                        if item.spec.teacher_id not in index:
+                            index[item.spec.teacher_id] = len(teachers)
+                            teachers.append(needed)
+                        at = index[item.spec.teacher_id]
+                    trials.append(
+                        BatchedTrial(
+                            item.spec, at, reporter_for(item), self._cached_synthetic(item.spec)
+                        )
+                    )
+                opts = {**options(spec), "name": f"{spec.trial_id} +{len(batch) - 1}"}
+                ref = student_batch.options(**opts).remote(
+                    trials, data(spec.dataset), self.info, *teachers
+                )
+            inflight[ref] = batch
 
         def reporter_for(item: Item) -> Reporter | None:
             """A tuning trial's line to its study's pruner. A trial of one epoch has nothing to
@@ -466,12 +572,30 @@ class Driver:
         compactor = _Compactor(self.results_dir)
 
         def finish(ref: Any) -> None:
+            """A finished task: each of its trials' outcomes."""
+            batch = inflight.pop(ref)
+            if len(batch) == 1:
+                record(batch[0], self._collect(ref, batch[0].spec))
+                return
+            try:
+                outcomes = ray.get(ref)
+            except ray.exceptions.RayError:
+                # The task died (its node, its memory) after Ray's retries: every trial of it
+                # again in a task of its own, so that only the one at fault fails.
+                for item in reversed(batch):
+                    item.alone = True
+                    work.queue.appendleft(item)
+                return
+            for item, outcome in zip(batch, outcomes, strict=True):
+                record(item, outcome)
+
+        def record(item: Item, outcome: TrialOutcome) -> None:
             """A trial's outcome: its files, its row, then its study."""
             nonlocal loose
-            item = inflight.pop(ref)
             spec = item.spec
-            outcome = self._collect(ref, spec)
             row = outcome.row
+            if spec.phase != "teacher":
+                durations.setdefault(cell(spec), deque(maxlen=16)).append(outcome.seconds)
             if spec.phase == "teacher":
                 teachers_running.discard(spec.trial_id)
                 waiting.pop(spec.trial_id, None)
@@ -480,11 +604,11 @@ class Driver:
                 compactor.wait()
             # Files first, then the row that names them, then the study: a driver killed in
             # between finds the row and tells the study from it instead of rerunning.
-            self._publish(
-                *self._write_artifacts(outcome),
-                store.write_trial(self.results_dir, row),
-                *write_curve(run_dir, spec.trial_id, outcome.curve),
-            )
+            artifacts = self._write_artifacts(outcome)
+            table = store.to_table([row])
+            path = store.write_trial_table(self.results_dir, table)
+            compactor.written[path] = table
+            self._publish(*artifacts, path, *write_curve(run_dir, spec.trial_id, outcome.curve))
             loose += 1
             if loose >= COMPACT_EVERY:  # reading costs ~1 ms per file: keep few loose
                 compactor.start()
@@ -505,20 +629,26 @@ class Driver:
             summary.ran += 1
             summary.failed += row["status"] == "failed"
             summary.rows.append(row)
-            progress.total = max(progress.total, progress.done + 1 + len(inflight))
+            running = sum(len(b) for b in inflight.values())
+            progress.total = max(progress.total, progress.done + 1 + running)
             progress.finished(row)
 
         try:
             while True:
                 settle()
-                while runnable() < cap and (item := next_item()) is not None:
-                    submit(item)
+                while runnable() < cap and (batch := take()) is not None:
+                    submit(batch)
+                if not recorded:  # while the first trials run (the package list took 0.2 s)
+                    record_run(self.results_dir, self.run_id, self.suite)
+                    self._publish(*sorted(p for p in run_dir.iterdir() if p.is_file()))
+                    recorded = True
                 if not inflight:
                     break
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
                 progress.set_running(int(min(runnable(), slots)))
                 for ref in ready:
                     finish(ref)
+            compactor.final()  # one file per run; the lock is still held
         finally:
             compactor.wait()  # the lock is released only after it
             if broker is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -37,6 +38,37 @@ def student_task(
 ) -> TrialOutcome:
     """A tune or final trial; a tune trial reports each epoch and returns early when pruned."""
     return run_trial(spec, data, info, teacher_weights, reporter, synthetic)
+
+
+@dataclass(frozen=True)
+class BatchedTrial:
+    """One trial of a ``student_batch``: its teacher's weights are the task's ``teachers``
+    argument at index ``teacher``."""
+
+    spec: TrialSpec
+    teacher: int | None = None
+    reporter: Reporter | None = None
+    synthetic: bytes | None = None
+
+
+@ray.remote(max_retries=SYSTEM_RETRIES, retry_exceptions=False)
+def student_batch(
+    trials: list[BatchedTrial], data: DataBundle, info: RunInfo, *teachers: bytes | None
+) -> list[TrialOutcome]:
+    """Several short trials one after another in one task, so that Ray's cost of a task (a few
+    milliseconds) is paid once for all of them. The teachers' weights are top-level arguments,
+    which Ray fetches before the task starts."""
+    return [
+        run_trial(
+            t.spec,
+            data,
+            info,
+            None if t.teacher is None else teachers[t.teacher],
+            t.reporter,
+            t.synthetic,
+        )
+        for t in trials
+    ]
 
 
 def options(spec: TrialSpec) -> dict[str, Any]:

@@ -47,6 +47,8 @@ class TrialOutcome:
     """A teacher's state dict (torch.save bytes), for the students that distil from it."""
     artifacts: dict[str, bytes] = field(default_factory=dict)
     """Files for the driver to write, by path relative to the results directory."""
+    seconds: float = 0.0
+    """Wall time of the whole trial where it ran, set-up and evaluation included."""
 
 
 ARTIFACTS = "_artifacts"
@@ -97,15 +99,15 @@ class PeakMemory:
         self.interval = interval
         self.peak = 0
         self._stop = threading.Event()
-        self._proc = psutil.Process()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        self.peak = self._proc.memory_info().rss
         self._kernel = _reset_peak_rss()
         if not self._kernel:
+            self._proc = psutil.Process()
+            self.peak = self._proc.memory_info().rss
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -118,8 +120,9 @@ class PeakMemory:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
-        kernel = _peak_rss() if self._kernel else 0
-        self.peak = max(self.peak, self._proc.memory_info().rss, kernel)
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+        else:  # the kernel's peak since the reset, the resident set at the end included
+            self.peak = _peak_rss()
 
     @property
     def mb(self) -> float:
@@ -140,6 +143,18 @@ def seed_torch(seed: int, device: torch.device) -> None:
         torch.default_generator.manual_seed(seed)
     else:
         torch.manual_seed(seed)
+
+
+_MACS: dict[tuple[str, int, tuple[int, ...]], int] = {}
+
+
+def macs_of(arch: str, model: torch.nn.Module, num_classes: int, shape: tuple[int, ...]) -> int:
+    """``count_macs`` once per architecture and input in a process (a worker runs many trials
+    of the same models; counting takes a forward pass)."""
+    key = (arch, num_classes, tuple(shape))
+    if key not in _MACS:
+        _MACS[key] = count_macs(model, shape)
+    return _MACS[key]
 
 
 def base_row(spec: TrialSpec, info: RunInfo) -> dict[str, Any]:
@@ -263,6 +278,7 @@ def run_trial(
     outcome.row.update(
         started_at=started, finished_at=provenance.now(), device=provenance.device_name(device)
     )
+    outcome.seconds = time.perf_counter() - t0
     return outcome
 
 
@@ -291,7 +307,7 @@ def _teacher_trial(
     curve: list[EpochStats] = []
     seconds = 0.0
     seen = 0
-    macs = count_macs(model, data.input_shape)
+    macs = macs_of(spec.teacher.arch, model, data.num_classes, data.input_shape)
     if checkpoint is not None:
         try:
             model.load_state_dict(load_weights(checkpoint))
@@ -359,7 +375,8 @@ def _student_trial(
     student = build_model(
         spec.student, num_classes=data.num_classes, input_shape=data.input_shape
     ).to(device)
-    params, macs = count_params(student), count_macs(student, data.input_shape)
+    params = count_params(student)
+    macs = macs_of(spec.student, student, data.num_classes, data.input_shape)
     ctx = MethodContext.for_data(student, teacher, data, device)
     method = cls(dict(spec.hparams), ctx).to(device)
     row = base_row(spec, info)
