@@ -105,16 +105,22 @@ def test_a_long_run_folds_its_trial_files_as_it_goes_and_loses_no_row(
     folded = []
     compact = store.compact
 
-    def watched(results_dir, files=None):
-        folded.append((threading.current_thread().name, None if files is None else len(files)))
-        return compact(results_dir, files)
+    def watched(results_dir, files=None, known=None):
+        folded.append(
+            (
+                threading.current_thread().name,
+                None if files is None else len(files),
+                len(known or {}),  # rows the driver still held: not read back
+            )
+        )
+        return compact(results_dir, files, known=known)
 
     monkeypatch.setattr(driver, "COMPACT_EVERY", 3)
     monkeypatch.setattr(store, "compact", watched)
     results = tmp_path / "results"
     summary = run_suite(load_suite(suite_file), results, live=False)
     # every third row, beside the driver (which goes on scheduling), then the rest at the end
-    assert folded == [("kdbench-compact", 3)] * 3 + [("MainThread", None)]
+    assert folded == [("kdbench-compact", 3, 3)] * 3 + [("MainThread", None, 1)]
     df = pd.read_parquet(results)
     assert len(df) == summary.ran == 10 and df["trial_id"].is_unique
     assert not list((results / "trials").glob("*.parquet"))

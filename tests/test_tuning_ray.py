@@ -101,6 +101,25 @@ def test_a_tuned_run_studies_every_cell_and_runs_the_finals_of_the_selection(ray
     assert run_suite(load_suite(path), results, live=False).ran == 0
 
 
+def test_short_trials_share_ray_tasks_and_each_still_writes_one_row(ray_local, tmp_path):
+    # One-epoch trials on the synthetic set last well under a second: once each cell's first
+    # two are measured, the driver sends several of them to one Ray task.
+    path = tuned_suite(
+        tmp_path,
+        name="short",
+        seeds=[0, 1, 2],
+        budget={"epochs": 1, "batch_size": 64},
+        teacher={"epochs": 1},
+        tuning={"trials": 12},
+    )
+    results = tmp_path / "r"
+    summary = run_suite(load_suite(path), results, live=False)
+    assert summary.failed == 0
+    df = check_tuned_results(results, path)
+    assert summary.ran == len(df) == 1 + 3 + 2 * (12 + 3)
+    assert summary.tasks < summary.ran - 5, (summary.tasks, summary.ran)
+
+
 def test_pruning_stops_the_ray_task_through_the_study_actor(ray_local, synthetic, tmp_path):
     from kdbench.scheduler.tasks import student_task, teacher_task
     from kdbench.training.trial import RunInfo

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import torch
 import yaml
@@ -71,6 +70,8 @@ class RunSummary:
     skipped: int
     ran: int = 0
     failed: int = 0
+    tasks: int = 0
+    """Ray tasks the trials went out in (fewer than trials when short ones shared a task)."""
     seconds: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -109,8 +110,9 @@ def record_run(results_dir: Path, run_id: str, suite: Suite) -> Path:
 def write_curve(run_dir: Path, trial_id: str, curve: list[dict[str, Any]]) -> list[Path]:
     if not curve:
         return []
-    table = pa.Table.from_pandas(
-        pd.DataFrame(curve).assign(trial_id=trial_id), preserve_index=False
+    keys = list(dict.fromkeys(k for epoch in curve for k in epoch))  # pandas took 10 ms here
+    table = pa.table(
+        {**{k: [e.get(k) for e in curve] for k in keys}, "trial_id": [trial_id] * len(curve)}
     )
     return [store.write_atomic(table, run_dir / "curves" / f"{trial_id}.parquet")]
 
@@ -427,6 +429,12 @@ class Driver:
         def runnable() -> int:
             return len(inflight) - sum(waiting.values())
 
+        def room() -> bool:
+            """Whether another task may go out: a slot's spare is free, and no more than
+            ``cap`` trials wait for a teacher (more would ask a study's whole budget of
+            samplers that have seen no result, while a long teacher trains)."""
+            return runnable() < cap and sum(waiting.values()) < cap
+
         def waits_for_teacher(spec: TrialSpec) -> bool:
             return spec.teacher_id in teachers_running and teacher_weights(spec) is not None
 
@@ -529,6 +537,7 @@ class Driver:
                     trials, data(spec.dataset), self.info, *teachers
                 )
             inflight[ref] = batch
+            summary.tasks += 1
 
         def reporter_for(item: Item) -> Reporter | None:
             """A tuning trial's line to its study's pruner. A trial of one epoch has nothing to
@@ -636,7 +645,7 @@ class Driver:
         try:
             while True:
                 settle()
-                while runnable() < cap and (batch := take()) is not None:
+                while room() and (batch := take()) is not None:
                     submit(batch)
                 if not recorded:  # while the first trials run (the package list took 0.2 s)
                     record_run(self.results_dir, self.run_id, self.suite)

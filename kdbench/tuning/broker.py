@@ -1,8 +1,8 @@
 """The study book as a Ray actor, so that a trial on any node can report and be pruned.
 
-The actor runs on the driver's node (it writes the journal in the results directory) and
-is the storage's only writer. Trials call ``report`` after every epoch; the driver calls
-``ask`` and ``tell``.
+The actor runs on the driver's node (it writes the journal in the results directory). Trials
+call ``report`` after every epoch; the driver asks and tells its own book on the same storage,
+so the actor is needed only by trials that report (it is started with the first of them).
 """
 
 from __future__ import annotations

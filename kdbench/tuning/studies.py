@@ -7,7 +7,10 @@ teacher, the budget, the method's fixed params and search space, the tuning seed
 pruner), e.g. ``digits/cnn_wide->cnn_tiny/kd@3f9a1c2e``: change any of those and a new
 study starts rather than mixing incomparable trials.
 
-Only one process, the study book (a Ray actor next to the driver), touches the storage.
+The driver's study book asks, tells and chooses; when trials report epochs, a second book in a
+Ray actor next to the driver (``broker``) adds their intermediate values and answers their
+pruner's question. Both are on the driver's node; Optuna's journal and RDB storages take
+writes from several processes (the journal under its file lock).
 """
 
 from __future__ import annotations
@@ -153,8 +156,9 @@ class StudyBook:
 
     A study is *done* when its finished trials (complete, pruned or failed) reach its budget,
     or its tuning time (summed over runs) reaches ``timeout_s``, or the suite's totals are
-    reached; and no trial of it is still running. The book is the storage's only writer, so
-    it counts trials itself rather than re-reading the storage at every decision.
+    reached; and no trial of it is still running. Only one book asks and tells (the driver's;
+    the broker's only adds epochs), so it counts trials itself rather than re-reading the
+    storage at every decision.
     """
 
     def __init__(
