@@ -301,7 +301,8 @@ class StudyBook:
         if number in o.running:
             o.running.discard(number)
             o.finished += 1
-        o.study.set_user_attr(ELAPSED, self._elapsed(o))
+        if o.spec.timeout_s is not None:  # a resumed run's tuning time counts what ran before
+            o.study.set_user_attr(ELAPSED, self._elapsed(o))
 
 
 def peek_finished(
