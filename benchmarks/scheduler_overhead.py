@@ -2,8 +2,9 @@
 
 Through the real driver, Ray tasks on the local cluster, the result writer and Optuna studies
 (10 tuned cells of 95 tuning trials and 5 final seeds each, plus the teacher and scratch), on
-a cluster whose workers have started (``--cold``: timed from right after ``ray.init``, while
-they still start and import torch).
+a cluster whose workers have started (torch imported and its first optimiser made, which
+imports torch._dynamo; ``--cold``: timed from right after ``ray.init``, while they still start
+and import torch).
 A trial's duration is its own training time (``train_seconds``: the 0.2 s sleep inside its one
 step, and its validation); everything else (Ray, the driver, studies, writing rows, building
 the trial's model) counts as overhead:
