@@ -25,7 +25,7 @@ from kdbench.data import load_dataset
 from kdbench.plan import expand, resolve_hparams, tune_spec
 from kdbench.results import load
 from kdbench.scheduler.driver import run_suite
-from kdbench.scheduler.tasks import student_task, teacher_task
+from kdbench.scheduler.tasks import StudentTrial, student_task, teacher_task
 from kdbench.suite import TuningConfig, load_suite
 from kdbench.training.trial import RunInfo
 from kdbench.tuning.broker import Reporter, start_broker
@@ -69,11 +69,15 @@ def main(suite_path: str, results: str) -> None:
         tspec = tune_spec(
             suite, study.cell, study.teacher, number, resolve_hparams(study.cell.method, params)
         )
-        pruned = ray.get(
+        (outcome,) = ray.get(
             student_task.remote(
-                tspec, data, info, weights, Reporter(broker, "pruning-probe", number)
+                [StudentTrial(tspec, 0, Reporter(broker, "pruning-probe", number))],
+                data,
+                info,
+                weights,
             )
-        ).row
+        )
+        pruned = outcome.row
         print(
             json.dumps(
                 {

@@ -21,7 +21,18 @@ def kdbench(*args: str) -> subprocess.CompletedProcess:
 def test_list_shows_what_the_registries_hold():
     methods = kdbench("list", "methods")
     assert methods.returncode == 0
-    for name in ("scratch", "kd ", "fitnet", "at ", "crd", "pseudo_label", "dkd", "rkd", "pkt", "sp "):
+    for name in (
+        "scratch",
+        "kd ",
+        "fitnet",
+        "at ",
+        "crd",
+        "pseudo_label",
+        "dkd",
+        "rkd",
+        "pkt",
+        "sp ",
+    ):
         assert name in methods.stdout, name
     assert "T=4.0" in methods.stdout
     assert "cnn_tiny" in kdbench("list", "models").stdout
@@ -131,7 +142,9 @@ def test_a_wrong_cluster_address_is_refused_at_once_in_one_line(tmp_path):
     suite = REPO / "suites" / "quickstart.yaml"
     for address, says in ((f"127.0.0.1:{port}", "nothing answers"), ("nonsense", "expected auto")):
         proc = kdbench("run", str(suite), "--results", str(tmp_path / "r"), "--address", address)
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, (
+            proc.stderr
+        )
         assert "Traceback" not in proc.stderr
 
 

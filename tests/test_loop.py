@@ -16,7 +16,9 @@ def train(data, method_name, *, augment=False, epochs=2):
     teacher = build_model("cnn_small", num_classes=10, input_shape=(1, 8, 8)).eval()
     student = build_model("cnn_tiny", num_classes=10, input_shape=(1, 8, 8))
     cls = method_class(method_name)
-    method = cls(cls.defaults(), MethodContext.for_data(student, teacher, data, torch.device("cpu")))
+    method = cls(
+        cls.defaults(), MethodContext.for_data(student, teacher, data, torch.device("cpu"))
+    )
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     result = loop.fit(
         student,
@@ -46,7 +48,9 @@ def test_cached_teacher_outputs_train_the_same_student(synthetic, monkeypatch, m
     assert calls["n"] == 1  # once per fit, not per epoch or step
     monkeypatch.setattr(loop, "TEACHER_CACHE_BYTES", 0)  # too small: the teacher runs each step
     every_step, r2 = train(synthetic, method_name)
-    for (k, a), b in zip(cached.state_dict().items(), every_step.state_dict().values(), strict=True):
+    for (k, a), b in zip(
+        cached.state_dict().items(), every_step.state_dict().values(), strict=True
+    ):
         assert torch.allclose(a.float(), b.float(), atol=1e-4), k
     assert r1.val_acc == pytest.approx(r2.val_acc, abs=0.02)
 

@@ -32,9 +32,11 @@ def softmax(v, T=1.0):
 
 
 def test_attention_transfer_with_a_spatial_mismatch():
-    fs = rng.normal(size=(2, 3, 4, 4))   # student block: 4×4
-    ft = rng.normal(size=(2, 5, 2, 2))   # teacher block: 2×2, other channels
-    pooled = fs.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5))  # 2×2 average pooling of the *feature map*
+    fs = rng.normal(size=(2, 3, 4, 4))  # student block: 4×4
+    ft = rng.normal(size=(2, 5, 2, 2))  # teacher block: 2×2, other channels
+    pooled = fs.reshape(2, 3, 2, 2, 2, 2).mean(
+        axis=(3, 5)
+    )  # 2×2 average pooling of the *feature map*
 
     def amap(f):
         a = (f**2).mean(axis=1).reshape(len(f), -1)
@@ -60,7 +62,12 @@ def test_fitnet_regressor_maps_any_student_map_onto_the_teachers(s_hw, t_hw):
 
 
 def test_dkd_decouples_kd_into_target_and_non_target_terms():
-    s, tt, y, T = [[1.0, 2.0, 0.5], [0.2, -1.0, 3.0]], [[2.0, 1.0, 0.0], [1.0, 0.5, 2.5]], [0, 2], 4.0
+    s, tt, y, T = (
+        [[1.0, 2.0, 0.5], [0.2, -1.0, 3.0]],
+        [[2.0, 1.0, 0.0], [1.0, 0.5, 2.5]],
+        [0, 2],
+        4.0,
+    )
     tckd = nckd = 0.0
     for si, ti, yi in zip(s, tt, y, strict=True):
         ps, pt = softmax(si, T), softmax(ti, T)
@@ -121,7 +128,9 @@ def test_rkd_distance_and_angle_terms():
                     out.append(0.0 if nu == 0 or nv == 0 else u @ v / (nu * nv))
         return np.array(out)
 
-    assert distance_loss(t(s), t(tt)).item() == pytest.approx(smooth_l1(dists(s), dists(tt)), rel=1e-6)
+    assert distance_loss(t(s), t(tt)).item() == pytest.approx(
+        smooth_l1(dists(s), dists(tt)), rel=1e-6
+    )
     assert angle_loss(t(s), t(tt)).item() == pytest.approx(smooth_l1(angs(s), angs(tt)), rel=1e-6)
 
 
@@ -149,10 +158,19 @@ def test_crd_negatives_come_from_other_classes_and_k_adapts():
     assert sampler.max_negatives() == 3  # class 0 has only 3 samples of other classes
     student = build_model("cnn_tiny", num_classes=3, input_shape=(1, 8, 8))
     teacher = build_model("cnn_small", num_classes=3, input_shape=(1, 8, 8))
-    ctx = MethodContext(student=student, teacher=teacher, num_classes=3, n_train=6,
-                        input_shape=(1, 8, 8), train_labels=labels)
+    ctx = MethodContext(
+        student=student,
+        teacher=teacher,
+        num_classes=3,
+        n_train=6,
+        input_shape=(1, 8, 8),
+        train_labels=labels,
+    )
     crd = CRD(CRD.defaults(), ctx)
-    assert crd.k == 2 and crd.memory_s.shape == (6, 128)  # a third of 6, under 3 of other classes and crd.memory_t.shape == (6, 128)
+    assert crd.k == 2 and crd.memory_s.shape == (
+        6,
+        128,
+    )  # a third of 6, under 3 of other classes and crd.memory_t.shape == (6, 128)
     queue = CRD({**CRD.defaults(), "memory": "queue", "nce_k": 4}, ctx)
     assert queue.memory_s.shape == (4, 128)
 
@@ -163,8 +181,14 @@ def test_crd_memory_moves_by_momentum_and_z_is_fixed_on_the_first_batch():
     labels = torch.arange(20) % 4
     student = build_model("cnn_tiny", num_classes=4, input_shape=(1, 8, 8))
     teacher = build_model("cnn_small", num_classes=4, input_shape=(1, 8, 8)).eval()
-    ctx = MethodContext(student=student, teacher=teacher, num_classes=4, n_train=20,
-                        input_shape=(1, 8, 8), train_labels=labels)
+    ctx = MethodContext(
+        student=student,
+        teacher=teacher,
+        num_classes=4,
+        n_train=20,
+        input_shape=(1, 8, 8),
+        train_labels=labels,
+    )
     crd = CRD({**CRD.defaults(), "nce_k": 8}, ctx)
     idx = torch.tensor([0, 5, 10])
     x = torch.randn(3, 1, 8, 8)
@@ -178,7 +202,9 @@ def test_crd_memory_moves_by_momentum_and_z_is_fixed_on_the_first_batch():
     v_s = torch.nn.functional.normalize(crd.embed_s(s_out.embedding), dim=1).detach()
     expected = torch.nn.functional.normalize(before * 0.5 + v_s * 0.5, dim=1)
     assert torch.allclose(crd.memory_s[idx], expected, atol=1e-6)
-    crd.terms(Step(x=x, y=labels[idx], student=student.forward_features(x), teacher=t_out, index=idx))
+    crd.terms(
+        Step(x=x, y=labels[idx], student=student.forward_features(x), teacher=t_out, index=idx)
+    )
     assert torch.equal(crd.z, z)
 
 
@@ -245,8 +271,9 @@ def test_pseudo_labels_only_where_the_teacher_is_confident():
     teacher = t([[10.0, 0.0, 0.0], [0.0, 0.5, 0.4], [0.0, 0.0, 9.0]])  # rows 0 and 2 confident
     y = torch.tensor([1, 1, 1])
     method = PseudoLabel(PseudoLabel.defaults(), None)  # type: ignore[arg-type]
-    terms = method.loss(Step(x=s, y=y, student=ModelOutput(s), teacher=ModelOutput(teacher),
-                             index=torch.arange(3)))
+    terms = method.loss(
+        Step(x=s, y=y, student=ModelOutput(s), teacher=ModelOutput(teacher), index=torch.arange(3))
+    )
     ce0 = -math.log(softmax([2.0, 0, 0])[0])
     ce2 = -math.log(softmax([0, 0, 3.0])[2])
     assert terms["pseudo"].item() == pytest.approx((ce0 + ce2) / 3, rel=1e-9)
@@ -261,9 +288,16 @@ def test_attention_transfer_means_the_same_beta_at_any_resolution(size, scale):
     from kdbench.methods.base import Step
     from kdbench.models.base import ModelOutput
 
-    ctx = MethodContext(student=None, teacher=None, num_classes=10, n_train=1,  # type: ignore[arg-type]
-                        input_shape=(3, size, size))
+    ctx = MethodContext(
+        student=None,
+        teacher=None,
+        num_classes=10,
+        n_train=1,  # type: ignore[arg-type]
+        input_shape=(3, size, size),
+    )
     fs, ft = [t(rng.normal(size=(2, 3, 4, 4)))], [t(rng.normal(size=(2, 5, 4, 4)))]
     method = AT(AT.defaults(), ctx)
-    terms = method.terms(Step(x=None, y=None, student=ModelOutput(None, fs), teacher=ModelOutput(None, ft)))  # type: ignore[arg-type]
+    terms = method.terms(
+        Step(x=None, y=None, student=ModelOutput(None, fs), teacher=ModelOutput(None, ft))
+    )  # type: ignore[arg-type]
     assert terms["at"].item() == pytest.approx(1000 * scale * at_loss(fs, ft).item(), rel=1e-9)

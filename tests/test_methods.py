@@ -25,8 +25,14 @@ def one_step(name: str, hp: dict | None = None):
         teacher.fc.weight.mul_(300)
     labels = torch.arange(64) % 10
     cls = method_class(name)
-    ctx = MethodContext(student=student, teacher=teacher, num_classes=10, n_train=64,
-                        input_shape=SHAPE, train_labels=labels)
+    ctx = MethodContext(
+        student=student,
+        teacher=teacher,
+        num_classes=10,
+        n_train=64,
+        input_shape=SHAPE,
+        train_labels=labels,
+    )
     method = cls({**cls.defaults(), **(hp or {})}, ctx)
     idx = torch.randperm(64)[:16]
     x, y = torch.randn(16, *SHAPE), labels[idx]
@@ -35,8 +41,13 @@ def one_step(name: str, hp: dict | None = None):
     opt = torch.optim.SGD(list(student.parameters()) + list(method.parameters()), lr=0.1)
     with torch.no_grad():
         t_out = teacher.forward_features(x) if cls.needs.teacher else None
-    step = Step(x=x, y=y, student=student.forward_features(x), teacher=t_out,
-                index=idx if cls.needs.indices else None)
+    step = Step(
+        x=x,
+        y=y,
+        student=student.forward_features(x),
+        teacher=t_out,
+        index=idx if cls.needs.indices else None,
+    )
     terms = method.loss(step)
     torch.stack(list(terms.values())).sum().backward()
     opt.step()
@@ -109,4 +120,5 @@ def test_combinations_train_with_the_terms_of_both(name):
 
 def test_crd_plus_kd_defaults_are_repdistillers():
     assert method_class("crd+kd").defaults() == pytest.approx(
-        {**method_class("crd").defaults(), "gamma": 1.0, "alpha": 1.0, "beta": 0.8, "T": 4.0})
+        {**method_class("crd").defaults(), "gamma": 1.0, "alpha": 1.0, "beta": 0.8, "T": 4.0}
+    )

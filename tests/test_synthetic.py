@@ -175,7 +175,11 @@ def test_a_dd_trial_trains_the_student_on_the_set_alone_and_returns_it(synthetic
 
     # given the set it made, the same trial reuses it and sends nothing back to cache
     again = run_trial(
-        spec, synthetic, RunInfo("r", "dd"), teacher.weights, synthetic=out.artifacts[row["artifact"]]
+        spec,
+        synthetic,
+        RunInfo("r", "dd"),
+        teacher.weights,
+        synthetic=out.artifacts[row["artifact"]],
     )
     assert row["artifact"] not in again.artifacts
     assert again.row["test_acc"] == row["test_acc"]

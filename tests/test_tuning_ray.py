@@ -121,7 +121,7 @@ def test_short_trials_share_ray_tasks_and_each_still_writes_one_row(ray_local, t
 
 
 def test_pruning_stops_the_ray_task_through_the_study_actor(ray_local, synthetic, tmp_path):
-    from kdbench.scheduler.tasks import student_task, teacher_task
+    from kdbench.scheduler.tasks import StudentTrial, student_task, teacher_task
     from kdbench.training.trial import RunInfo
     from kdbench.tuning.broker import Reporter, start_broker
 
@@ -150,8 +150,10 @@ def test_pruning_stops_the_ray_task_through_the_study_actor(ray_local, synthetic
     tspec = tune_spec(
         plan.suite, study.cell, study.teacher, number, resolve_hparams(study.cell.method, params)
     )
-    out = ray_local.get(
-        student_task.remote(tspec, data, info, weights, Reporter(broker, study.name, number))
+    (out,) = ray_local.get(
+        student_task.remote(
+            [StudentTrial(tspec, 0, Reporter(broker, study.name, number))], data, info, weights
+        )
     )
     row = out.row
     assert row["status"] == "pruned", row

@@ -278,7 +278,8 @@ def compact(
     """
     root = Path(results_dir)
     files = loose_trials(root) if files is None else files
-    known = {p: t for p, t in (known or {}).items() if p in set(files)}
+    wanted = set(files)
+    known = {p: t for p, t in (known or {}).items() if p in wanted}
     table, readable = _scan([p for p in files if p not in known], None, None, "not compacting")
     if known:
         table = pa.concat_tables([table, *known.values()])

@@ -377,13 +377,7 @@ class Driver:
 
         from kdbench.data import load_dataset
         from kdbench.methods import method_class
-        from kdbench.scheduler.tasks import (
-            BatchedTrial,
-            options,
-            student_batch,
-            student_task,
-            teacher_task,
-        )
+        from kdbench.scheduler.tasks import StudentTrial, options, student_task, teacher_task
         from kdbench.tuning.broker import Reporter, start_broker
 
         t0 = time.monotonic()
@@ -502,18 +496,6 @@ class Driver:
                     spec, data(spec.dataset), self.info, ckpt
                 )
                 teachers_running.add(spec.trial_id)
-            elif len(batch) == 1:
-                needed = teacher_weights(spec)
-                ref = student_task.options(**options(spec)).remote(
-                    spec,
-                    data(spec.dataset),
-                    self.info,
-                    needed,
-                    reporter_for(batch[0]),
-                    self._cached_synthetic(spec),
-                )
-                if waits_for_teacher(spec):  # Ray holds the task until the weights exist
-                    waiting[spec.teacher_id] = waiting.get(spec.teacher_id, 0) + 1
             else:
                 teachers: list[Any] = []
                 index: dict[str, int] = {}
@@ -527,13 +509,15 @@ class Driver:
                             index[item.spec.teacher_id] = len(teachers)
                             teachers.append(needed)
                         at = index[item.spec.teacher_id]
+                        if waits_for_teacher(item.spec):  # only a trial alone waits
+                            waiting[item.spec.teacher_id] = waiting.get(item.spec.teacher_id, 0) + 1
                     trials.append(
-                        BatchedTrial(
+                        StudentTrial(
                             item.spec, at, reporter_for(item), self._cached_synthetic(item.spec)
                         )
                     )
-                opts = {**options(spec), "name": f"{spec.trial_id} +{len(batch) - 1}"}
-                ref = student_batch.options(**opts).remote(
+                name = spec.trial_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")
+                ref = student_task.options(**{**options(spec), "name": name}).remote(
                     trials, data(spec.dataset), self.info, *teachers
                 )
             inflight[ref] = batch
@@ -583,18 +567,19 @@ class Driver:
         def finish(ref: Any) -> None:
             """A finished task: each of its trials' outcomes."""
             batch = inflight.pop(ref)
-            if len(batch) == 1:
-                record(batch[0], self._collect(ref, batch[0].spec))
-                return
             try:
-                outcomes = ray.get(ref)
-            except ray.exceptions.RayError:
+                got = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                if len(batch) == 1:  # a task that could not run still becomes a `failed` row
+                    record(batch[0], self._failed(batch[0].spec, exc))
+                    return
                 # The task died (its node, its memory) after Ray's retries: every trial of it
                 # again in a task of its own, so that only the one at fault fails.
                 for item in reversed(batch):
                     item.alone = True
                     work.queue.appendleft(item)
                 return
+            outcomes = [got] if batch[0].spec.phase == "teacher" else got
             for item, outcome in zip(batch, outcomes, strict=True):
                 record(item, outcome)
 
@@ -605,7 +590,7 @@ class Driver:
             row = outcome.row
             if spec.phase != "teacher":
                 durations.setdefault(cell(spec), deque(maxlen=16)).append(outcome.seconds)
-            if spec.phase == "teacher":
+            else:
                 teachers_running.discard(spec.trial_id)
                 waiting.pop(spec.trial_id, None)
                 weights[spec.trial_id] = self._keep_teacher(spec, outcome, weights[spec.trial_id])
@@ -665,23 +650,18 @@ class Driver:
         progress.close()
         summary.seconds = time.monotonic() - t0
 
-    def _collect(self, ref: Any, spec: TrialSpec) -> TrialOutcome:
-        """The task's outcome; a task that could not run at all still becomes a `failed` row."""
-        import ray
-
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            cause = getattr(exc, "cause", None) or exc
-            return TrialOutcome(
-                failed_row(
-                    spec,
-                    self.info,
-                    describe_error(cause),
-                    started_at=provenance.now(),
-                    finished_at=provenance.now(),
-                )
+    def _failed(self, spec: TrialSpec, exc: Exception) -> TrialOutcome:
+        """The outcome of a trial whose task could not run at all (Ray's error)."""
+        cause = getattr(exc, "cause", None) or exc
+        return TrialOutcome(
+            failed_row(
+                spec,
+                self.info,
+                describe_error(cause),
+                started_at=provenance.now(),
+                finished_at=provenance.now(),
             )
+        )
 
     def _keep_teacher(self, spec: TrialSpec, outcome: TrialOutcome, weights_ref: Any) -> Any:
         """Cache a finished teacher's weights and hand them out from the driver's node from now

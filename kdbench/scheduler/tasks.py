@@ -27,22 +27,9 @@ def teacher_task(
     return outcome, weights
 
 
-@ray.remote(max_retries=SYSTEM_RETRIES, retry_exceptions=False)
-def student_task(
-    spec: TrialSpec,
-    data: DataBundle,
-    info: RunInfo,
-    teacher_weights: bytes | None,
-    reporter: Reporter | None = None,
-    synthetic: bytes | None = None,
-) -> TrialOutcome:
-    """A tune or final trial; a tune trial reports each epoch and returns early when pruned."""
-    return run_trial(spec, data, info, teacher_weights, reporter, synthetic)
-
-
 @dataclass(frozen=True)
-class BatchedTrial:
-    """One trial of a ``student_batch``: its teacher's weights are the task's ``teachers``
+class StudentTrial:
+    """One trial of a ``student_task``: its teacher's weights are the task's ``teachers``
     argument at index ``teacher``."""
 
     spec: TrialSpec
@@ -52,12 +39,13 @@ class BatchedTrial:
 
 
 @ray.remote(max_retries=SYSTEM_RETRIES, retry_exceptions=False)
-def student_batch(
-    trials: list[BatchedTrial], data: DataBundle, info: RunInfo, *teachers: bytes | None
+def student_task(
+    trials: list[StudentTrial], data: DataBundle, info: RunInfo, *teachers: bytes | None
 ) -> list[TrialOutcome]:
-    """Several short trials one after another in one task, so that Ray's cost of a task (a few
-    milliseconds) is paid once for all of them. The teachers' weights are top-level arguments,
-    which Ray fetches before the task starts."""
+    """Tune or final trials, one after another: one trial, or several short ones, so that Ray's
+    cost of a task (milliseconds) is paid once for all of them. A tune trial reports each epoch
+    and returns early when pruned. The teachers' weights are top-level arguments: Ray holds the
+    task until they exist and fetches them before it starts."""
     return [
         run_trial(
             t.spec,
