@@ -127,8 +127,8 @@ def start_ray(cpus: int, work: float, *, warm: bool = False) -> None:
 
 @ray.remote(num_cpus=1)
 def _worker_pid() -> int:
-    # A process's first torch optimiser imports torch._dynamo (2.5 s here): a cost of each new
-    # worker process, like importing torch, not of the scheduler.
+    # A process's first torch optimiser imports torch._dynamo, which takes seconds: a cost of
+    # each new worker process, like importing torch, not of the scheduler.
     torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     time.sleep(0.1)  # long enough that the next task goes to another worker
     return os.getpid()

@@ -326,7 +326,7 @@ def main() -> None:
         weights,
         Budget(epochs=args.digits_epochs, batch_size=64),
         args.digits_epochs,
-        noise_seeds=(1, 2, 3),  # 1-3 s a run
+        noise_seeds=(1, 2, 3),  # digits runs are short: three seeds
     )
 
     cifar = cifar_shaped(args.cifar_images)
@@ -344,9 +344,9 @@ def main() -> None:
         weights,
         Budget(epochs=args.cifar_epochs, batch_size=64),
         args.cifar_epochs,
-        noise_seeds=(1,),  # 15-30 s a run
+        noise_seeds=(1,),  # CIFAR-shaped runs are long: one seed
         # at and crd weigh cross-entropy fully, like scratch, and converge like it (seed to seed
-        # within a point); measuring them too took 10% of the 10-minute budget.
+        # within a point); measuring them too took a sizeable share of the script's time budget.
         noise_of={"at": "scratch", "crd": "scratch"},
     )
     print(f"total {time.perf_counter() - t0:.0f} s")

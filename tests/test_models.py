@@ -10,8 +10,8 @@ from kdbench.models import MODELS, build_model, count_macs, count_params
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny batches over the whole zoo: intra-op threads only add overhead (5× slower on a
-    shared 2-core machine)."""
+    """Tiny batches over the whole zoo: intra-op threads only add overhead, and on a shared
+    2-core machine they made this module several times slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,5 +1,5 @@
 """The model zoo: every registered model keeps the feature contract, and the CIFAR models have
-the sizes RepDistiller's builds have (REFERENCE.md, "CIFAR-100 model sizes")."""
+the sizes RepDistiller's builds have (its published CIFAR-100 model sizes)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ REFERENCE_PARAMS_M = {
     "shufflenet_v1": 0.95,
     "shufflenet_v2": 1.36,
 }
-"""Parameters at 100 classes, in millions, as REFERENCE.md quotes them."""
+"""Parameters at 100 classes, in millions, as RepDistiller's model zoo builds them."""
 
 POST_ACTIVATION = [
     *(f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)),
@@ -47,7 +47,7 @@ LINEAR_BOTTLENECK = ["mobilenetv2", "mobilenet_v2"]
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Batches of two: intra-op threads only add overhead, and on a shared 2-core machine they
-    made this module five times slower (measured: 96 s against 19 s with test_models)."""
+    made this module several times slower (see benchmarks/README.md)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

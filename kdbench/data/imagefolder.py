@@ -24,11 +24,11 @@ every kdbench data set: the whole set takes N × 3 × size² bytes (3 KiB an ima
 images 31 MB; ImageNet-1k's 1.28 M training images 3.9 GB at 32, 15.7 GB at 64), in every
 process that holds the bundle and again on the trial's device. Full-size ImageNet (224 × 224:
 193 GB) does not fit this design; use a downsampled copy. A JPEG is decoded at the smallest
-of its built-in reduced scales (1/2, 1/4, 1/8) that still covers ``size``: measured here on
-500×375 JPEGs, one core, 650 images a second at 32 × 32 (300 decoding at full scale), so
-ImageNet-1k would take about half an hour to load. Files are decoded one after another, each
-time a run loads the data set. Augmentation: random crops after padding by size/8 pixels and
-horizontal flips, as for CIFAR.
+of its built-in reduced scales (1/2, 1/4, 1/8) that still covers ``size``: the pixels a full
+decode adds would be thrown away by the resize, and decoding fewer is faster. Files are
+decoded one after another, in one process, each time a run loads the data set, so a folder of
+ImageNet-1k's size takes a long while to load. Augmentation: random crops after padding by
+size/8 pixels and horizontal flips, as for CIFAR.
 
 The size is part of the registered data set, not a setting: the registry name is what trial
 ids, teacher caches and every node of a cluster agree on, so one name must mean one input

@@ -45,7 +45,7 @@ def nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.Tens
     Eq. 19's terms −log(P₀ / (P₀ + c)) and −log(n / (P_k + c)), c = n + eps, n = K / N, are
     computed as log((P + c) / n) over every column, minus log(P₀ / n) for the positive: the
     same values, one pass over the scores instead of separate ones for the positive and the
-    negatives (not log1p: PyTorch's CPU log1p is scalar, 7× slower than log here).
+    negatives (not log1p: PyTorch's CPU log1p is not vectorised, so it is slower than log).
     """
     k = scores.shape[-1] - 1
     noise = k / n_data
@@ -83,7 +83,7 @@ class OtherClassSampler:
         others, start, n_c = self.per_sample.index_select(0, index.cpu()).T[:, :, None]
         r = (torch.rand((len(index), k), generator=gen) * others).long()
         r += (r >= start) * n_c
-        # index_select on the flat draws: 16 µs for digits' 64 × 353, against 42 for order[r].
+        # index_select on the flat draws: faster on a CPU than advanced indexing (order[r]).
         return self.order.index_select(0, r.view(-1)).view(r.shape).to(index.device)
 
 
@@ -91,7 +91,8 @@ class OtherClassSampler:
 class _Alternate:
     """``CRD._write``'s state: the memory before the last update, that update's rows and
     slots, and the memory it installed (and its version, to notice a write from outside).
-    Plain attributes: a tensor attribute of an ``nn.Module`` costs 2 µs a write."""
+    Plain attributes: a tensor attribute of an ``nn.Module`` is slow to write (every write
+    goes through ``nn.Module.__setattr__``), and these change every step."""
 
     spare: torch.Tensor | None = None
     slots: torch.Tensor | None = None
@@ -222,8 +223,8 @@ class CRD(Method):
         This step's scores read ``memory`` and autograd keeps it for their backward, so it
         cannot change in place. Two memories alternate instead: the new one is the one the
         previous step read, brought up to date by the previous step's rows and this step's
-        (2·B rows written rather than 2·N copied: 0.1 → 0.04 ms a step on digits, 15 → 0.04 ms
-        on CIFAR-100). That one's backward has run by now; if it had not, autograd would
+        (2·B rows written rather than 2·N copied: the update's cost follows the batch, not the
+        data set's size). That one's backward has run by now; if it had not, autograd would
         refuse it (the memory it saved was modified in place), not compute a wrong gradient.
         """
         current, alt = self.memory, self._alternate

@@ -16,10 +16,10 @@ The loops follow the reference per ipc: 1 → (1, 1), 10 → (10, 50), 20 → (2
 S starts from random real images of each class. Reference settings: 1,000 outer iterations,
 image lr 0.1, network lr 0.01, real batch 256, width 128.
 
-Cost on this project's 2-core CPU (measured, digits, ipc 10, depth 3, with other jobs on the
-machine): one outer iteration takes 4.1 s at width 32 and 13.9 s at width 128, so the
-reference schedule is hours. The defaults keep
-the reference settings and cap each trial at ``time_budget_s`` (60 s); the set records the
+Cost: each of the 1,000 outer iterations matches gradients for every class ``outer_loop``
+times and trains the network in between, more slowly the wider it is, so on a small CPU the
+reference schedule takes hours: too long for one trial of a benchmark. The defaults keep the
+reference settings and cap each trial at ``time_budget_s`` (60 s); the set records the
 iterations it got. For the reference run: ``params: {time_budget_s: 0}``.
 """
 

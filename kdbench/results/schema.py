@@ -1,4 +1,4 @@
-"""The one schema every result file carries (DESIGN.md, "Result columns").
+"""The one schema every result file carries: one row per trial, the columns below.
 
 Written explicitly into every file, so a column that is null in one file and filled in
 another reads back as one typed column, with any Parquet reader.

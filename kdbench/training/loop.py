@@ -53,9 +53,8 @@ class FitResult:
 
 def make_optimizer(params: list[torch.nn.Parameter], budget: Budget) -> torch.optim.Optimizer:
     # One fused kernel per update where PyTorch has one (CPU and CUDA), else the multi-tensor
-    # one; PyTorch's default on a CPU is a loop over parameters. The same update either way.
-    # Measured on a crd step on digits (cnn_tiny + two embedding heads): 211 µs per-parameter
-    # loop, 167 µs multi-tensor, 85 µs fused.
+    # one; PyTorch's default on a CPU is a loop over parameters. The same update either way;
+    # fused is the fastest of the three and the per-parameter loop the slowest.
     devices = {p.device.type for p in params}
     kind = {"fused": True} if devices <= {"cpu", "cuda"} else {"foreach": True}
     if budget.optimizer == "sgd":
@@ -110,9 +109,10 @@ class Precision:
     def resolve(cls, choice: str, macs: int, device: torch.device) -> Precision:
         """``budget.precision`` for a student of ``macs`` MACs per image on ``device``.
 
-        Measured on this project's 2-core CPU (AVX-512 BF16), resnet8x4 at batch 64: a
-        training step 472 ms in fp32, 387 ms channels_last, 212 ms channels_last + bf16;
-        resnet32x4's forward pass 667 → 359 ms. cnn_tiny, memory-bound, gains nothing.
+        ``auto`` uses channels_last, and bf16 where ``fast_bf16``, only for a compute-bound
+        student (``COMPUTE_BOUND_MACS``): on a CPU with AVX-512 BF16 channels_last speeds up
+        the training step of a model like resnet8x4 and bf16 speeds it up further, while a
+        memory-bound model such as cnn_tiny gains nothing from either.
         """
         if choice == "fp32":
             return cls()
@@ -182,14 +182,15 @@ class CachedRows(ModelOutput):
     """A batch's rows of the cached outputs, each field sliced when a method first reads it.
 
     crd reads the embedding alone, kd the logits: slicing every block map of cnn_wide on digits
-    each step (eight gathers, 1.3 MB) took 0.3 ms of a 5 ms crd step.
+    each step (eight gathers, 1.3 MB) copied data the method never read, a noticeable share of
+    a crd step.
     """
 
     def __init__(self, out: ModelOutput, idx: torch.Tensor) -> None:  # no dataclass fields set
         self._out, self._idx = out, idx
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
-        return t.index_select(0, self._idx)  # 2-5× faster than t[idx] on a CPU
+        return t.index_select(0, self._idx)  # faster than t[idx] on a CPU
 
     @cached_property
     def logits(self) -> torch.Tensor:  # type: ignore[override]
@@ -317,7 +318,7 @@ def fit(
             idx = order[i : i + budget.batch_size]
             if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a batch of one
                 continue
-            x = train_x.index_select(0, idx)  # 2-5× faster than train_x[idx] on a CPU
+            x = train_x.index_select(0, idx)  # faster than train_x[idx] on a CPU
             if not normalized:
                 x = data.normalize(x)
             if augment:
