@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from kdbench.suite import Budget, DataConfig, MethodEntry, Pair, Suite, TeacherRef, canonical_json
+from kdbench.suite import (
+    Budget,
+    DataConfig,
+    MethodEntry,
+    Pair,
+    Suite,
+    TeacherRef,
+    budget_identity,
+    canonical_json,
+)
 
 PROTOCOL_VERSION = 1
 """Bumped when the training protocol changes what a trial computes: old ids stop matching."""
@@ -77,7 +86,7 @@ class TrialSpec:
             "hparams": dict(self.hparams),
             "seed": self.seed,
             "epochs": self.epochs,
-            "budget": {k: v for k, v in _plain(self.budget).items() if k != "epochs"},
+            "budget": budget_identity(self.budget),
             "number": self.number,
         }
 
@@ -118,20 +127,6 @@ class TrialSpec:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("+", "_plus_"))
-
-
-def _plain(budget: Budget) -> dict[str, Any]:
-    return {
-        "epochs": budget.epochs,
-        "batch_size": budget.batch_size,
-        "optimizer": budget.optimizer,
-        "lr": budget.lr,
-        "momentum": budget.momentum,
-        "weight_decay": budget.weight_decay,
-        "schedule": budget.schedule.to_yaml(),
-        # Only when set: the trials of suites written before the field keep their ids.
-        **({"precision": budget.precision} if budget.precision != "auto" else {}),
-    }
 
 
 @dataclass(frozen=True)
@@ -240,10 +235,10 @@ def _student_spec(
         epochs=suite.budget.epochs,
         budget=suite.budget,
         data=suite.data,
-        cpus=suite.resources.cpus_per_trial,
-        gpus=suite.resources.gpus_per_trial,
-        custom=suite.resources.custom,
-        accelerator_type=suite.resources.accelerator_type,
+        cpus=suite.resources.trial.cpus,
+        gpus=suite.resources.trial.gpus,
+        custom=suite.resources.trial.custom,
+        accelerator_type=suite.resources.trial.accelerator_type,
         teacher_id=teacher.trial_id,
         number=number,
     )

@@ -1,8 +1,17 @@
 """Suites: YAML files loaded safely into frozen, validated dataclasses.
 
 Every mistake is refused before anything runs, with one line that names the file, the key,
-the value and the valid choices (``SuiteError``). Only the keys DESIGN.md marks required must
-be given; every other key has the default written in its dataclass.
+the value and the valid choices (``SuiteError``). Only ``name``, ``datasets``, ``pairs``,
+``methods`` and ``seeds`` must be given; every other key has a default.
+
+Each setting of a section (``budget``, ``data``, ``teacher``, ``tuning``, ``resources``) is
+declared once, as a field of its dataclass: ``setting(default, check, doc)`` puts the check
+(an ``Int``, ``Number``, ``Choice``... that both validates a raw YAML value and renders the
+parsed one back to plain YAML), the one-line doc, and where needed its part in trial ids, in
+the field's metadata. ``parse_section`` reads any section from those declarations (unknown
+keys refused, defaults filled) and ``render_section`` writes any section back, so the
+resolved suite (``Suite.to_dict``) and the budget's part of trial ids (``budget_identity``)
+follow from them too.
 """
 
 from __future__ import annotations
@@ -12,9 +21,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -25,7 +35,164 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "constant")
 PRUNERS = ("median", "hyperband", "none")
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class Check:
+    """Validates and coerces one raw YAML value, and renders a parsed one back to plain YAML."""
+
+    def parse(self, c: _Checker, value: Any, key: str) -> Any:
+        raise NotImplementedError
+
+    def render(self, value: Any) -> Any:
+        return value
+
+
+@dataclass(frozen=True)
+class Int(Check):
+    """An integer (a float such as 3.0 reads as 3), at least ``minimum`` when given."""
+
+    minimum: int | None = None
+
+    def parse(self, c: _Checker, value: Any, key: str) -> int:
+        return c.integer(value, key, minimum=self.minimum)
+
+
+@dataclass(frozen=True)
+class Number(Check):
+    """A finite number between optional bounds, each closed unless marked open."""
+
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+
+    def parse(self, c: _Checker, value: Any, key: str) -> float:
+        return c.number(
+            value,
+            key,
+            low=self.low,
+            low_open=self.low_open,
+            high=self.high,
+            high_open=self.high_open,
+        )
+
+
+@dataclass(frozen=True)
+class Choice(Check):
+    """One of ``choices``; a typo is offered the closest."""
+
+    choices: tuple[str, ...]
+
+    def parse(self, c: _Checker, value: Any, key: str) -> str:
+        return c.choice(value, key, self.choices)
+
+
+class Bool(Check):
+    """``true`` or ``false``, nothing that merely converts to one."""
+
+    def parse(self, c: _Checker, value: Any, key: str) -> bool:
+        return c.boolean(value, key)
+
+
+class String(Check):
+    """A non-empty string."""
+
+    def parse(self, c: _Checker, value: Any, key: str) -> str | None:
+        return c.string(value, key)
+
+
+@dataclass(frozen=True)
+class Optional(Check):
+    """``null``, or what ``inner`` accepts."""
+
+    inner: Check
+
+    def parse(self, c: _Checker, value: Any, key: str) -> Any:
+        return None if value is None else self.inner.parse(c, value, key)
+
+    def render(self, value: Any) -> Any:
+        return None if value is None else self.inner.render(value)
+
+
+class ScheduleCheck(Check):
+    """``cosine``, ``constant``, or ``{step: [epochs], gamma: 0.1}``."""
+
+    def parse(self, c: _Checker, value: Any, key: str) -> Schedule:
+        return _schedule(c, value, key)
+
+    def render(self, value: Schedule) -> Any:
+        return value.to_yaml()
+
+
+class CustomResources(Check):
+    """``{name: amount}``: Ray custom resources; CPUs and GPUs have keys of their own."""
+
+    def parse(self, c: _Checker, value: Any, key: str) -> Custom:
+        raw = value if value is not None else {}
+        if not isinstance(raw, dict):
+            raise c.fail(key, f"expected a mapping of resource name to amount, got {_show(raw)}")
+        out = []
+        for name, amount in raw.items():
+            if not isinstance(name, str) or not name:
+                raise c.fail(key, f"{_show(name)} is not a resource name")
+            if name in RAY_BUILTIN_RESOURCES:
+                raise c.fail(
+                    f"{key}.{name}",
+                    f"'{name}' is not a custom resource; give CPUs and GPUs with their own keys",
+                )
+            out.append((name, c.number(amount, f"{key}.{name}", low=0, low_open=True)))
+        return tuple(sorted(out))
+
+    def render(self, value: Custom) -> dict[str, float]:
+        return dict(value)
+
+
+@dataclass(frozen=True)
+class Section(Check):
+    """A nested section: its own mapping, or with ``inline`` its fields written straight into
+    the enclosing mapping, each under ``keys.get(field, field)``."""
+
+    cls: type
+    inline: bool = False
+    keys: Mapping[str, str] = field(default_factory=dict)
+
+    def parse(self, c: _Checker, value: Any, key: str) -> Any:
+        return parse_section(c, self.cls, value, key)
+
+    def render(self, value: Any) -> dict[str, Any]:
+        return render_section(value)
+
+
+Identity = Literal["always", "never", "unless default"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a section's field declares beside its name and default (kept in its metadata)."""
+
+    check: Check
+    doc: str
+    identity: Identity = "always"
+    """Whether the field enters trial ids (``budget_identity``); ``unless default``: only
+    when set otherwise, so the trials of suites written before the field keep their ids."""
+
+
+def setting(default: Any, check: Check, doc: str, *, identity: Identity = "always") -> Any:
+    """A section's field, declared once: its default, how its YAML value is checked and
+    rendered, and one line saying what it is.
+
+    The default is shared by every instance, so it must be immutable (the sections and
+    ``Schedule`` are frozen); pyproject.toml tells ruff so (it cannot see it through the call)."""
+    return field(default=default, metadata={"setting": Setting(check, doc, identity)})
+
+
+def _setting(f: dataclasses.Field) -> Setting:
+    return f.metadata["setting"]
 
 
 # --------------------------------------------------------------------------- the dataclasses
@@ -52,49 +219,86 @@ class Schedule:
 class Budget:
     """How every student (and, with ``teacher.epochs``, every teacher) is trained."""
 
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5.0e-4
-    schedule: Schedule = field(default_factory=Schedule)
-    precision: str = "auto"
-    """``fp32``; ``bf16`` (autocast, channels_last); ``auto``: bf16 for compute-bound models
-    (≥ 20M MACs an image) on hardware with fast bf16, fp32 otherwise (see training.loop)."""
+    epochs: int = setting(
+        30,
+        Int(minimum=1),
+        "Epochs of every student.",
+        # A trial's own epochs enter its id instead: a teacher trains teacher.epochs.
+        identity="never",
+    )
+    batch_size: int = setting(64, Int(minimum=1), "Training images a step.")
+    optimizer: str = setting("sgd", Choice(OPTIMIZERS), "The optimiser of every trial.")
+    lr: float = setting(0.05, Number(low=0, low_open=True), "The initial learning rate.")
+    momentum: float = setting(
+        0.9, Number(low=0, high=1, high_open=True), "SGD's momentum (Adam and AdamW ignore it)."
+    )
+    weight_decay: float = setting(5.0e-4, Number(low=0), "Weight decay of every optimiser.")
+    schedule: Schedule = setting(Schedule(), ScheduleCheck(), "The learning-rate schedule.")
+    precision: str = setting(
+        "auto",
+        Choice(PRECISIONS),
+        "fp32; bf16 (autocast, channels_last); auto: bf16 for compute-bound models "
+        "(≥ 20M MACs an image) on hardware with fast bf16, fp32 otherwise (see training.loop).",
+        identity="unless default",
+    )
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    val_fraction: float = 0.1
-    """Share of the official training split carved off as `val` (digits: fixed 60/20/20)."""
-    augment: bool = True
-    """Batched random crops (and flips where the data set allows them) during training."""
-    root: str | None = None
-    """Where data sets live; default $KDBENCH_DATA or ~/.cache/kdbench/data."""
+    val_fraction: float = setting(
+        0.1,
+        Number(low=0, low_open=True, high=1, high_open=True),
+        "Share of the official training split carved off as `val` (digits: fixed 60/20/20).",
+    )
+    augment: bool = setting(
+        True,
+        Bool(),
+        "Batched random crops (and flips where the data set allows them) during training.",
+    )
+    root: str | None = setting(
+        None,
+        Optional(String()),
+        "Where data sets live; default $KDBENCH_DATA or ~/.cache/kdbench/data.",
+    )
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    epochs: int = 30
-    """Epochs of a teacher trained by kdbench (with the budget's optimiser and schedule)."""
-    seed: int = 0
+    epochs: int = setting(
+        30,
+        Int(minimum=1),
+        "Epochs of a teacher trained by kdbench (with the budget's optimiser and schedule).",
+    )
+    seed: int = setting(0, Int(minimum=0), "The seed every teacher trains at.")
 
 
 @dataclass(frozen=True)
 class TuningConfig:
-    trials: int = 8
-    """Tuning trials per cell; 0: the method's defaults (with ``params``), no study."""
-    seed: int = 0
-    pruner: str = "median"
-    timeout_s: float | None = None
-    """Per cell: stop asking once the study has tuned this long (summed over resumed runs)."""
-    storage: str | None = None
-    """An SQLAlchemy URL (e.g. postgresql://user@host/db); default DIR/_studies/journal.log."""
-    total_trials: int | None = None
-    """Per suite: tuning trials over all cells together."""
-    total_timeout_s: float | None = None
-    """Per suite: seconds of tuning in one run; then every cell goes to its finals."""
+    trials: int = setting(
+        8,
+        Int(minimum=0),
+        "Tuning trials per cell; 0: the method's defaults (with ``params``), no study.",
+    )
+    seed: int = setting(0, Int(minimum=0), "The seed tuning trials train at.")
+    pruner: str = setting("median", Choice(PRUNERS), "What stops hopeless tuning trials early.")
+    timeout_s: float | None = setting(
+        None,
+        Optional(Number(low=0, low_open=True)),
+        "Per cell: stop asking once the study has tuned this long (summed over resumed runs).",
+    )
+    storage: str | None = setting(
+        None,
+        Optional(String()),
+        "An SQLAlchemy URL (e.g. postgresql://user@host/db); default DIR/_studies/journal.log.",
+    )
+    total_trials: int | None = setting(
+        None, Optional(Int(minimum=1)), "Per suite: tuning trials over all cells together."
+    )
+    total_timeout_s: float | None = setting(
+        None,
+        Optional(Number(low=0, low_open=True)),
+        "Per suite: seconds of tuning in one run; then every cell goes to its finals.",
+    )
 
 
 Custom = tuple[tuple[str, float], ...]
@@ -103,21 +307,42 @@ Custom = tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True)
-class TeacherResources:
-    cpus: float = 1
-    gpus: float = 0
-    custom: Custom = ()
-    accelerator_type: str | None = None
-    """Ray's accelerator type (``H100``, ``A100``...): only nodes with that GPU take the trial."""
+class Resources:
+    """What one trial's Ray task holds (a student's or a teacher's)."""
+
+    cpus: float = setting(1, Number(low=0, low_open=True), "CPUs a trial holds.")
+    gpus: float = setting(0, Number(low=0), "GPUs (or a share of one) a trial holds.")
+    custom: Custom = setting((), CustomResources(), "Ray custom resources a trial holds.")
+    accelerator_type: str | None = setting(
+        None,
+        Optional(String()),
+        "Ray's accelerator type (``H100``, ``A100``...): only nodes with that GPU take the trial.",
+    )
 
 
 @dataclass(frozen=True)
-class Resources:
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
-    custom: Custom = ()
-    accelerator_type: str | None = None
-    teacher: TeacherResources = field(default_factory=TeacherResources)
+class ResourceConfig:
+    """The suite's ``resources``: what student and teacher trials hold."""
+
+    trial: Resources = setting(
+        Resources(),
+        # The students' keys sit in `resources` itself, as suites have always written them.
+        Section(Resources, inline=True, keys={"cpus": "cpus_per_trial", "gpus": "gpus_per_trial"}),
+        "What each student trial holds.",
+    )
+    teacher: Resources = setting(
+        Resources(), Section(Resources), "What each teacher trial holds."
+    )
+
+
+SECTIONS: dict[str, type] = {
+    "budget": Budget,
+    "data": DataConfig,
+    "teacher": TeacherConfig,
+    "tuning": TuningConfig,
+    "resources": ResourceConfig,
+}
+"""The suite's sections of settings, by their top-level key."""
 
 
 @dataclass(frozen=True)
@@ -161,51 +386,48 @@ class Suite:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
-    resources: Resources = field(default_factory=Resources)
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
     source: str = "<suite>"
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved suite, every default filled in, as plain YAML-able data."""
-
-        def plain(obj: Any) -> Any:
-            if isinstance(obj, Schedule):
-                return obj.to_yaml()
-            if isinstance(obj, SearchSpace):
-                return (
-                    {"choices": list(obj.choices)}
-                    if obj.choices
-                    else ([obj.low, obj.high, "log"] if obj.log else [obj.low, obj.high])
-                )
-            if isinstance(obj, MethodEntry):
-                out: dict[str, Any] = {"name": obj.name}
-                if obj.label != obj.name:
-                    out["label"] = obj.label
-                if obj.params:
-                    out["params"] = dict(obj.params)
-                if obj.search:
-                    out["search"] = {k: plain(v) for k, v in obj.search}
-                return out
-            if isinstance(obj, TeacherRef):
-                return (
-                    obj.arch
-                    if obj.checkpoint is None
-                    else {"arch": obj.arch, "checkpoint": obj.checkpoint}
-                )
-            if dataclasses.is_dataclass(obj):
-                return {
-                    f.name: dict(value) if f.name == "custom" else plain(value)
-                    for f in dataclasses.fields(obj)
-                    if f.name != "source"
-                    for value in [getattr(obj, f.name)]
-                }
-            if isinstance(obj, tuple):
-                return [plain(v) for v in obj]
-            return obj
-
-        return plain(self)
+        return {
+            f.name: render_section(value) if f.name in SECTIONS else _plain(value)
+            for f in dataclasses.fields(self)
+            if f.name != "source"
+            for value in [getattr(self, f.name)]
+        }
 
     def sha256(self) -> str:
         return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    """The suite's parts other than its sections as plain YAML-able data."""
+    if isinstance(obj, SearchSpace):
+        return (
+            {"choices": list(obj.choices)}
+            if obj.choices
+            else ([obj.low, obj.high, "log"] if obj.log else [obj.low, obj.high])
+        )
+    if isinstance(obj, MethodEntry):
+        out: dict[str, Any] = {"name": obj.name}
+        if obj.label != obj.name:
+            out["label"] = obj.label
+        if obj.params:
+            out["params"] = dict(obj.params)
+        if obj.search:
+            out["search"] = {k: _plain(v) for k, v in obj.search}
+        return out
+    if isinstance(obj, TeacherRef):
+        return (
+            obj.arch if obj.checkpoint is None else {"arch": obj.arch, "checkpoint": obj.checkpoint}
+        )
+    if isinstance(obj, Pair):
+        return {"teacher": _plain(obj.teacher), "student": obj.student}
+    if isinstance(obj, tuple):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def canonical_json(obj: Any) -> str:
@@ -362,18 +584,8 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-TOP_KEYS = (
-    "name",
-    "datasets",
-    "pairs",
-    "methods",
-    "seeds",
-    "budget",
-    "data",
-    "teacher",
-    "tuning",
-    "resources",
-)
+REQUIRED = ("name", "datasets", "pairs", "methods", "seeds")
+TOP_KEYS = (*REQUIRED, *SECTIONS)
 
 
 def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
@@ -381,7 +593,7 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
     from kdbench.models import MODELS
 
     c = _Checker(source)
-    raw = c.mapping(raw, "", TOP_KEYS, required=("name", "datasets", "pairs", "methods", "seeds"))
+    raw = c.mapping(raw, "", TOP_KEYS, required=REQUIRED)
 
     name = c.string(raw["name"], "name")
     if not _NAME.match(name):
@@ -419,20 +631,15 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
     seeds = [c.integer(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds)]
     c.unique(seeds, "seeds")
 
-    suite = Suite(
+    return Suite(
         name=name,
         datasets=tuple(datasets),
         pairs=tuple(pairs),
         methods=tuple(methods),
         seeds=tuple(seeds),
-        budget=_budget(c, raw.get("budget")),
-        data=_data(c, raw.get("data")),
-        teacher=_teacher(c, raw.get("teacher")),
-        tuning=_tuning(c, raw.get("tuning")),
-        resources=_resources(c, raw.get("resources")),
+        **{key: parse_section(c, cls, raw.get(key), key) for key, cls in SECTIONS.items()},
         source=source,
     )
-    return suite
 
 
 def _pair(c: _Checker, raw: Any, key: str, models: Any, base_dir: Path | None) -> Pair:
@@ -530,26 +737,6 @@ def _search_space(c: _Checker, raw: Any, key: str, hp: HParam) -> SearchSpace:
     return SearchSpace(low=hp.coerce(low), high=hp.coerce(high), log=log)
 
 
-def _budget(c: _Checker, raw: Any) -> Budget:
-    d = Budget()
-    raw = c.mapping(raw, "budget", tuple(f.name for f in dataclasses.fields(Budget)))
-    epochs = c.integer(raw.get("epochs", d.epochs), "budget.epochs", minimum=1)
-    return Budget(
-        epochs=epochs,
-        batch_size=c.integer(raw.get("batch_size", d.batch_size), "budget.batch_size", minimum=1),
-        optimizer=c.choice(raw.get("optimizer", d.optimizer), "budget.optimizer", OPTIMIZERS),
-        lr=c.number(raw.get("lr", d.lr), "budget.lr", low=0, low_open=True),
-        momentum=c.number(
-            raw.get("momentum", d.momentum), "budget.momentum", low=0, high=1, high_open=True
-        ),
-        weight_decay=c.number(
-            raw.get("weight_decay", d.weight_decay), "budget.weight_decay", low=0
-        ),
-        schedule=_schedule(c, raw.get("schedule", "cosine"), "budget.schedule"),
-        precision=c.choice(raw.get("precision", d.precision), "budget.precision", PRECISIONS),
-    )
-
-
 def _schedule(c: _Checker, raw: Any, key: str) -> Schedule:
     if isinstance(raw, str):
         return Schedule(kind=c.choice(raw, key, (*SCHEDULES, "step")))
@@ -567,106 +754,72 @@ def _schedule(c: _Checker, raw: Any, key: str) -> Schedule:
     return Schedule(kind="step", milestones=tuple(steps), gamma=gamma)
 
 
-def _data(c: _Checker, raw: Any) -> DataConfig:
-    d = DataConfig()
-    raw = c.mapping(raw, "data", tuple(f.name for f in dataclasses.fields(DataConfig)))
-    return DataConfig(
-        val_fraction=c.number(
-            raw.get("val_fraction", d.val_fraction),
-            "data.val_fraction",
-            low=0,
-            low_open=True,
-            high=1,
-            high_open=True,
-        ),
-        augment=c.boolean(raw.get("augment", d.augment), "data.augment"),
-        root=c.string(raw.get("root", d.root), "data.root", optional=True),
-    )
+# --------------------------------------------------------------------------- sections
 
 
-def _teacher(c: _Checker, raw: Any) -> TeacherConfig:
-    d = TeacherConfig()
-    raw = c.mapping(raw, "teacher", ("epochs", "seed"))
-    return TeacherConfig(
-        epochs=c.integer(raw.get("epochs", d.epochs), "teacher.epochs", minimum=1),
-        seed=c.integer(raw.get("seed", d.seed), "teacher.seed", minimum=0),
-    )
+def parse_section(c: _Checker, cls: type, raw: Any, key: str) -> Any:
+    """A section read by its dataclass's declarations: an unknown key is refused, and an
+    absent one takes its default's YAML form through the same check as a written value (so
+    a default is coerced as a written value would be: ``cpus: 1`` reads as 1.0 either way)."""
+    raw = _known_keys(c, cls, raw, key)
+    return _section_from(c, cls, raw, key, {})
 
 
-def _tuning(c: _Checker, raw: Any) -> TuningConfig:
-    d = TuningConfig()
-    raw = c.mapping(raw, "tuning", tuple(f.name for f in dataclasses.fields(TuningConfig)))
-
-    def optional(key: str, check: Any) -> Any:
-        value = raw.get(key, getattr(d, key))
-        return None if value is None else check(value, f"tuning.{key}")
-
-    return TuningConfig(
-        trials=c.integer(raw.get("trials", d.trials), "tuning.trials", minimum=0),
-        seed=c.integer(raw.get("seed", d.seed), "tuning.seed", minimum=0),
-        pruner=c.choice(raw.get("pruner", d.pruner), "tuning.pruner", PRUNERS),
-        timeout_s=optional("timeout_s", lambda v, k: c.number(v, k, low=0, low_open=True)),
-        storage=c.string(raw.get("storage", d.storage), "tuning.storage", optional=True),
-        total_trials=optional("total_trials", lambda v, k: c.integer(v, k, minimum=1)),
-        total_timeout_s=optional(
-            "total_timeout_s", lambda v, k: c.number(v, k, low=0, low_open=True)
-        ),
-    )
+def _known_keys(c: _Checker, cls: type, raw: Any, key: str) -> dict[str, Any]:
+    """The section's mapping, its keys and those of the sections inside it checked before
+    any value, so that a misspelt key is the one named, wherever it is."""
+    raw = c.mapping(raw, key, tuple(name for name, _ in _declared(cls, {})))
+    for name, check in _declared(cls, {}):
+        if isinstance(check, Section) and name in raw:
+            _known_keys(c, check.cls, raw[name], f"{key}.{name}")
+    return raw
 
 
-RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+def _declared(cls: type, keys: Mapping[str, str]) -> Iterator[tuple[str, Check]]:
+    """(key, check) of each setting a section's mapping holds, an inline section's among them."""
+    for f in dataclasses.fields(cls):
+        check = _setting(f).check
+        if isinstance(check, Section) and check.inline:
+            yield from _declared(check.cls, check.keys)
+        else:
+            yield keys.get(f.name, f.name), check
 
 
-def _custom(c: _Checker, raw: Any, key: str) -> Custom:
-    """``{name: amount}``: Ray custom resources; CPUs and GPUs have keys of their own."""
-    raw = raw if raw is not None else {}
-    if not isinstance(raw, dict):
-        raise c.fail(key, f"expected a mapping of resource name to amount, got {_show(raw)}")
-    out = []
-    for name, amount in raw.items():
-        if not isinstance(name, str) or not name:
-            raise c.fail(key, f"{_show(name)} is not a resource name")
-        if name in RAY_BUILTIN_RESOURCES:
-            raise c.fail(
-                f"{key}.{name}",
-                f"'{name}' is not a custom resource; give CPUs and GPUs with their own keys",
-            )
-        out.append((name, c.number(amount, f"{key}.{name}", low=0, low_open=True)))
-    return tuple(sorted(out))
+def _section_from(
+    c: _Checker, cls: type, raw: dict[str, Any], key: str, keys: Mapping[str, str]
+) -> Any:
+    values = {}
+    for f in dataclasses.fields(cls):
+        check = _setting(f).check
+        if isinstance(check, Section) and check.inline:
+            values[f.name] = _section_from(c, check.cls, raw, key, check.keys)
+            continue
+        name = keys.get(f.name, f.name)
+        value = raw[name] if name in raw else check.render(f.default)
+        values[f.name] = check.parse(c, value, f"{key}.{name}")
+    return cls(**values)
 
 
-def _resources(c: _Checker, raw: Any) -> Resources:
-    d = Resources()
-    raw = c.mapping(
-        raw,
-        "resources",
-        ("cpus_per_trial", "gpus_per_trial", "custom", "accelerator_type", "teacher"),
-    )
-    t = c.mapping(
-        raw.get("teacher"), "resources.teacher", ("cpus", "gpus", "custom", "accelerator_type")
-    )
-    return Resources(
-        cpus_per_trial=c.number(
-            raw.get("cpus_per_trial", d.cpus_per_trial),
-            "resources.cpus_per_trial",
-            low=0,
-            low_open=True,
-        ),
-        gpus_per_trial=c.number(
-            raw.get("gpus_per_trial", d.gpus_per_trial), "resources.gpus_per_trial", low=0
-        ),
-        custom=_custom(c, raw.get("custom"), "resources.custom"),
-        accelerator_type=c.string(
-            raw.get("accelerator_type"), "resources.accelerator_type", optional=True
-        ),
-        teacher=TeacherResources(
-            cpus=c.number(
-                t.get("cpus", d.teacher.cpus), "resources.teacher.cpus", low=0, low_open=True
-            ),
-            gpus=c.number(t.get("gpus", d.teacher.gpus), "resources.teacher.gpus", low=0),
-            custom=_custom(c, t.get("custom"), "resources.teacher.custom"),
-            accelerator_type=c.string(
-                t.get("accelerator_type"), "resources.teacher.accelerator_type", optional=True
-            ),
-        ),
-    )
+def render_section(section: Any, keys: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Any section as plain YAML, keys in declaration order: the inverse of parse_section."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        check = _setting(f).check
+        value = getattr(section, f.name)
+        if isinstance(check, Section) and check.inline:
+            out.update(render_section(value, check.keys))
+        else:
+            out[(keys or {}).get(f.name, f.name)] = check.render(value)
+    return out
+
+
+def budget_identity(budget: Budget) -> dict[str, Any]:
+    """The budget's part of a trial's id: each field as its declaration's ``identity`` says."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(budget):
+        s = _setting(f)
+        value = getattr(budget, f.name)
+        if s.identity == "never" or (s.identity == "unless default" and value == f.default):
+            continue
+        out[f.name] = s.check.render(value)
+    return out

@@ -61,7 +61,7 @@ def test_defaults_fill_everything_not_required(tmp_path):
     assert (
         s.budget.epochs == 30 and s.budget.optimizer == "sgd" and s.budget.schedule.kind == "cosine"
     )
-    assert s.data.val_fraction == 0.1 and s.tuning.trials == 8 and s.resources.cpus_per_trial == 1
+    assert s.data.val_fraction == 0.1 and s.tuning.trials == 8 and s.resources.trial.cpus == 1
     assert s.to_dict()["budget"]["lr"] == 0.05
 
 

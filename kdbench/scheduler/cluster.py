@@ -7,7 +7,7 @@ import os
 import socket
 
 from kdbench.errors import KdbenchError
-from kdbench.suite import Resources
+from kdbench.suite import ResourceConfig
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """With this set, every local Ray node, the dashboard and the Jobs API bind to 127.0.0.1."""
@@ -75,37 +75,29 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def cluster_slots(resources: Resources) -> float:
+def cluster_slots(resources: ResourceConfig) -> float:
     """How many student trials the cluster runs at once: the scarcest resource they hold
     decides (CPUs, GPUs, a custom resource). With none of it (a GPU node not up yet), 1."""
     import ray
 
     have = ray.cluster_resources()
-    wants = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
-    wants.update(resources.custom)
+    trial = resources.trial
+    wants = {"CPU": trial.cpus, "GPU": trial.gpus}
+    wants.update(trial.custom)
     fits = [have.get(name, 0.0) / amount for name, amount in wants.items() if amount > 0]
     return max(min(fits, default=1.0), 1.0)
 
 
-def check_feasible(resources: Resources) -> None:
+def check_feasible(resources: ResourceConfig) -> None:
     """Refuse at once what no node of the cluster could run: Ray would queue it for ever."""
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    t = resources.teacher
-    asks = {
-        "resources": (
-            resources.cpus_per_trial,
-            resources.gpus_per_trial,
-            resources.custom,
-            resources.accelerator_type,
-        ),
-        "resources.teacher": (t.cpus, t.gpus, t.custom, t.accelerator_type),
-    }
-    for key, (cpus, gpus, custom, accelerator) in asks.items():
-        want = {"CPU": cpus, "GPU": gpus, **dict(custom)}
-        if accelerator:
-            want[f"accelerator_type:{accelerator}"] = 0.001
+    asks = {"resources": resources.trial, "resources.teacher": resources.teacher}
+    for key, ask in asks.items():
+        want = {"CPU": ask.cpus, "GPU": ask.gpus, **dict(ask.custom)}
+        if ask.accelerator_type:
+            want[f"accelerator_type:{ask.accelerator_type}"] = 0.001
         want = {k: v for k, v in want.items() if v > 0}
         if any(all(node.get(k, 0.0) >= v for k, v in want.items()) for node in nodes):
             continue
