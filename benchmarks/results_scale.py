@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from kdbench.results import store
+from kdbench.results.layout import Layout
 from kdbench.results.leaderboard import leaderboard
 from kdbench.results.reference import load_reference
 from kdbench.results.schema import SCHEMA
@@ -104,7 +105,7 @@ def main() -> None:
         n = min(per_run, compacted - start)
         store.write_atomic(
             to_table(synthetic_rows(n, start, f"run{k:02d}", rng)),
-            root / store.COMPACTED / f"run{k:02d}.parquet",
+            Layout(root).compacted_file(f"run{k:02d}"),
         )
     loose = synthetic_rows(args.loose, compacted, "run-live", rng)
     for j in range(args.loose):

@@ -12,7 +12,6 @@ Both are plain ``torch.save`` dicts of tensors and numbers, loadable with
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from kdbench.data.base import to_unit
 from kdbench.errors import KdbenchError
 from kdbench.methods.synthetic import SyntheticSet
 from kdbench.models import KDModel, build_model
-from kdbench.training.trial import student_artifact
+from kdbench.results.layout import Layout, student_artifact
 
 
 class Student(torch.nn.Module):
@@ -41,7 +40,7 @@ class Student(torch.nn.Module):
 
 def load_student(results_dir: str | os.PathLike[str], trial_id: str) -> Student:
     """The student a final trial trained, in eval mode, ready to classify stored images."""
-    path = Path(results_dir) / student_artifact(trial_id)
+    path = Layout.of(results_dir).artifact(student_artifact(trial_id))
     if not path.exists():
         raise KdbenchError(f"{path}: no saved student (only final trials that finished save one)")
     blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -55,7 +54,7 @@ def load_student(results_dir: str | os.PathLike[str], trial_id: str) -> Student:
 
 def load_synthetic(results_dir: str | os.PathLike[str], artifact: str) -> SyntheticSet:
     """A ``dd_*`` row's synthetic set (its ``artifact`` column), images in stored scale."""
-    path = Path(results_dir) / artifact
+    path = Layout.of(results_dir).artifact(artifact)
     if not path.exists():
         raise KdbenchError(f"{path}: no such synthetic set")
     return SyntheticSet.from_bytes(path.read_bytes())

@@ -18,6 +18,7 @@ import pandas as pd
 import kdbench
 from kdbench.results import store
 from kdbench.results.charts import Bar, Point, bar_chart, scatter
+from kdbench.results.layout import Layout
 from kdbench.results.leaderboard import PAIR_KEYS, Leaderboard, leaderboard
 from kdbench.results.reference import load_reference
 from kdbench.results.render import FOOTNOTE, STYLE, html_tables, pair_title
@@ -25,7 +26,7 @@ from kdbench.results.render import FOOTNOTE, STYLE, html_tables, pair_title
 
 def _runs(results_dir: Path) -> list[dict]:
     out = []
-    for run_json in sorted((results_dir / "_runs").glob("*/run.json")):
+    for run_json in Layout(results_dir).run_records():
         info = json.loads(run_json.read_text())
         out.append(
             {
@@ -121,7 +122,7 @@ def _image_grids(rows: pd.DataFrame, results_dir: Path) -> list[tuple[str, str]]
     out = []
     with_artifact = rows[rows["artifact"].notna() & (rows["phase"] == "final")]
     for r in with_artifact.drop_duplicates("artifact").itertuples():
-        path = results_dir / r.artifact
+        path = Layout(results_dir).artifact(r.artifact)
         if path.suffix != ".pt" or not path.exists():
             continue
         try:
