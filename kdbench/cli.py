@@ -57,14 +57,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     from kdbench.results import store
-    from kdbench.scheduler.driver import Driver
     from kdbench.scheduler.estimate import estimate
-    from kdbench.tuning.studies import peek_finished
+    from kdbench.scheduler.work import planned_specs, remaining
+    from kdbench.tuning.studies import StudyPeek
+    from kdbench.tuning.tuner import Tuner, book_args
 
     suite = plan.suite
-    driver = Driver(plan, results, retry_failed=retry_failed)
-    driver.finished = store.finished_trials(results) if results.is_dir() else {}
-    tuned = peek_finished(results, suite.tuning.storage, [s.name for s in plan.studies])
+    finished = store.finished_trials(results) if results.is_dir() else {}
+    peek = StudyPeek(*book_args(plan, str(results))[:3]) if plan.studies else None
+    tuner = Tuner(plan, peek) if peek else None
+    work = remaining(plan, finished, tuner, retry_failed=retry_failed)
     print(f"suite {suite.name} ({suite.source}, sha256 {suite.sha256()[:12]})")
     print(
         f"  {len(suite.datasets)} data sets × {len(suite.pairs)} pairs × {len(suite.methods)} "
@@ -74,21 +76,17 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     for cell in plan.cells:
         study = studies.get(cell.key)
         how = (
-            f"study {study.name}: {tuned.get(study.name, 0)}/{study.budget} trials done"
-            if study
+            f"study {study.name}: {peek.counts(study.name)[0]}/{study.budget} trials done"
+            if study and peek
             else "not tuned (defaults + params)"
         )
         print(f"    {cell.key:<48} {how}")
     counts = plan.counts()
-    left = [s for s in plan.representative() if s.phase == "tune" or driver.pending(s)]
-    left_tune = sum(max(s.budget - tuned.get(s.name, 0), 0) for s in plan.studies)
-    left = [s for s in left if s.phase != "tune"] + [s for s in left if s.phase == "tune"][
-        :left_tune
-    ]
+    left = planned_specs(work, tuner)
     print(
         f"  trials: {counts['teacher']} teacher + {counts['tune']} tune + {counts['final']} final "
         f"= {sum(counts.values())}; {len(left)} left to run "
-        f"({len(driver.finished)} rows already in {results})"
+        f"({len(finished)} rows already in {results})"
     )
     est = estimate(plan, left)
     print(
@@ -99,8 +97,8 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     )
     if est.unbudgeted:
         print(
-            f"  not estimated: the synthesis of {est.unbudgeted} dataset-distillation trials "
-            "with no time budget (time_budget_s: 0)"
+            f"  not estimated: the stages of {est.unbudgeted} trials that have no time bound "
+            "(a dataset distillation with time_budget_s: 0)"
         )
     print("dry run: nothing was trained")
     return 0

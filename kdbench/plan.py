@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from kdbench.suite import (
     Budget,
     DataConfig,
     MethodEntry,
     Pair,
+    Resources,
     Suite,
     TeacherRef,
     budget_identity,
@@ -42,34 +43,35 @@ class Cell:
         return f"{self.dataset}/{self.pair.teacher.arch}->{self.pair.student}/{self.method.label}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrialSpec:
-    """Everything a worker needs to run one trial; nothing it needs is looked up elsewhere."""
+    """What every trial has: everything a worker needs to run it, nothing looked up elsewhere.
+
+    Two kinds, each with its own entry point (``run_teacher``, ``run_student``):
+    ``TeacherSpec`` (train or load a teacher) and ``StudentSpec`` (a tuning or final trial of
+    a cell). Both answer the same questions (``student``, ``method``, ``label``, ``hparams``,
+    ``teacher_id``, ``number``, ``checkpoint_sha256``), a teacher with constants, so that
+    rows and ids are built one way.
+    """
 
     phase: str  # teacher | tune | final
     dataset: str
     teacher: TeacherRef
-    student: str | None
-    method: str
-    """Registry name (``A+B`` for combinations); ``teacher`` on teacher trials."""
-    label: str
-    """The ``method`` column: the entry's label."""
-    hparams: tuple[tuple[str, Any], ...]
     seed: int
     epochs: int
     budget: Budget
     data: DataConfig
-    cpus: float = 1
-    gpus: float = 0
-    custom: tuple[tuple[str, float], ...] = ()
-    """Ray custom resources held (``resources.custom``)."""
-    accelerator_type: str | None = None
-    teacher_id: str | None = None
-    """The trial id of the teacher this trial distils from (its weights come with the task)."""
-    checkpoint_sha256: str | None = None
-    """On teacher trials loaded from a checkpoint: the file's content hash (part of the id)."""
-    number: int | None = None
-    """Tune trials: the Optuna trial number."""
+    resources: Resources = field(default_factory=Resources)
+    """What the trial holds while it runs (not part of its identity)."""
+
+    # Answered by each kind, as fields or as constants.
+    student: ClassVar[str | None]
+    method: ClassVar[str]
+    label: ClassVar[str]
+    hparams: ClassVar[tuple[tuple[str, Any], ...]]
+    teacher_id: ClassVar[str | None]
+    number: ClassVar[int | None]
+    checkpoint_sha256: ClassVar[str | None]
 
     def identity(self) -> dict[str, Any]:
         """What determines the result; resources and the suite's name do not."""
@@ -97,35 +99,71 @@ class TrialSpec:
         if self.student:
             parts += [self.student, self.label]
         parts.append(f"s{self.seed}" if self.number is None else f"n{self.number}")
-        return _slug("-".join(parts)) + "-" + digest
+        return slug("-".join(parts)) + "-" + digest
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeacherSpec(TrialSpec):
+    """A teacher: trained once per (data set, architecture, seed), or loaded from the user's
+    checkpoint (then ``epochs`` is 0), and shared by every student trial that names it. Its
+    row says ``teacher`` in the ``method`` column and has no student."""
+
+    phase: str = "teacher"
+    checkpoint_sha256: str | None = None  # type: ignore[misc]
+    """Loaded from a checkpoint: the file's content hash (part of the id)."""
+
+    student: ClassVar[None] = None
+    method: ClassVar[str] = "teacher"
+    label: ClassVar[str] = "teacher"
+    hparams: ClassVar[tuple[tuple[str, Any], ...]] = ()
+    teacher_id: ClassVar[None] = None
+    number: ClassVar[None] = None
+    trains_method: ClassVar[str] = "scratch"
+    """The method its training follows: labels alone."""
+
+    @property
+    def trains(self) -> str:
+        """The architecture the trial trains."""
+        return self.teacher.arch
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudentSpec(TrialSpec):
+    """A tuning or final trial of one cell: a student trained by a method."""
+
+    student: str  # type: ignore[misc]
+    method: str  # type: ignore[misc]
+    """Registry name (``A+B`` for combinations)."""
+    label: str  # type: ignore[misc]
+    """The ``method`` column: the entry's label."""
+    hparams: tuple[tuple[str, Any], ...]  # type: ignore[misc]
+    teacher_id: str  # type: ignore[misc]
+    """The trial id of the teacher this trial distils from (its weights come with the task)."""
+    number: int | None = None  # type: ignore[misc]
+    """Tune trials: the Optuna trial number."""
+
+    checkpoint_sha256: ClassVar[None] = None
+
+    @property
+    def trains(self) -> str:
+        """The architecture the trial trains."""
+        return self.student
+
+    @property
+    def trains_method(self) -> str:
+        return self.method
 
     @cached_property
-    def synthetic_key(self) -> str:
-        """The content key of a ``dd_*`` trial's synthetic set: what determines the set alone.
-
-        The student, its training (budget, ``train_epochs``) and the phase do not enter, so a rerun, a final
-        trial with a tuning trial's values, or another student of the same teacher reuse it.
-        The teacher enters, as its trial id, only for a method that uses it (herding).
-        """
+    def wants_teacher(self) -> bool:
+        """Whether the trial gets its teacher's weights: a final trial always does (its row
+        reports agreement with the teacher), a tuning trial when its method uses them."""
         from kdbench.methods import method_class
 
-        cls = method_class(self.method)
-        uses_teacher = cls.needs.teacher
-        training = cls.training_hparams
-        identity = {
-            "protocol": PROTOCOL_VERSION,
-            "dataset": self.dataset,
-            "val_fraction": self.data.val_fraction,
-            "teacher_id": self.teacher_id if uses_teacher else None,
-            "method": self.method,
-            "hparams": {k: v for k, v in self.hparams if k not in training},
-            "seed": self.seed,
-        }
-        digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
-        return _slug(f"{self.method}-{self.dataset}") + "-" + digest
+        return self.phase != "tune" or method_class(self.method).needs.teacher
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A name fit for a file: ``+`` spelled out, anything else odd made ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("+", "_plus_"))
 
 
@@ -137,15 +175,15 @@ class StudyPlan:
     name: str
     space: dict[str, Any]
     budget: int
-    teacher: TrialSpec
+    teacher: TeacherSpec
 
 
 @dataclass(frozen=True)
 class Plan:
     suite: Suite
     cells: tuple[Cell, ...]
-    teachers: tuple[TrialSpec, ...]
-    finals: tuple[TrialSpec, ...]
+    teachers: tuple[TeacherSpec, ...]
+    finals: tuple[StudentSpec, ...]
     """Final trials whose hyperparameters are known now (cells that are not tuned)."""
     studies: tuple[StudyPlan, ...] = ()
     """Tuned cells: their final trials follow from their studies' best trials."""
@@ -193,23 +231,15 @@ def resolve_hparams(
 
 def teacher_spec(
     suite: Suite, dataset: str, ref: TeacherRef, checkpoint_sha256: str | None
-) -> TrialSpec:
-    return TrialSpec(
-        phase="teacher",
+) -> TeacherSpec:
+    return TeacherSpec(
         dataset=dataset,
         teacher=ref,
-        student=None,
-        method="teacher",
-        label="teacher",
-        hparams=(),
         seed=suite.teacher.seed,
         epochs=0 if ref.checkpoint else suite.teacher.epochs,
         budget=suite.budget,
         data=suite.data,
-        cpus=suite.resources.teacher.cpus,
-        gpus=suite.resources.teacher.gpus,
-        custom=suite.resources.teacher.custom,
-        accelerator_type=suite.resources.teacher.accelerator_type,
+        resources=suite.resources.teacher,
         checkpoint_sha256=checkpoint_sha256,
     )
 
@@ -218,12 +248,12 @@ def _student_spec(
     phase: str,
     suite: Suite,
     cell: Cell,
-    teacher: TrialSpec,
+    teacher: TeacherSpec,
     seed: int,
     hparams: tuple[tuple[str, Any], ...],
     number: int | None = None,
-) -> TrialSpec:
-    return TrialSpec(
+) -> StudentSpec:
+    return StudentSpec(
         phase=phase,
         dataset=cell.dataset,
         teacher=cell.pair.teacher,
@@ -235,30 +265,31 @@ def _student_spec(
         epochs=suite.budget.epochs,
         budget=suite.budget,
         data=suite.data,
-        cpus=suite.resources.trial.cpus,
-        gpus=suite.resources.trial.gpus,
-        custom=suite.resources.trial.custom,
-        accelerator_type=suite.resources.trial.accelerator_type,
+        resources=suite.resources.trial,
         teacher_id=teacher.trial_id,
         number=number,
     )
 
 
 def final_spec(
-    suite: Suite, cell: Cell, teacher: TrialSpec, seed: int, hparams: tuple[tuple[str, Any], ...]
-) -> TrialSpec:
+    suite: Suite, cell: Cell, teacher: TeacherSpec, seed: int, hparams: tuple[tuple[str, Any], ...]
+) -> StudentSpec:
     """A final trial: the cell's chosen hyperparameters at one of the suite's seeds."""
     return _student_spec("final", suite, cell, teacher, seed, hparams)
 
 
 def tune_spec(
-    suite: Suite, cell: Cell, teacher: TrialSpec, number: int, hparams: tuple[tuple[str, Any], ...]
-) -> TrialSpec:
+    suite: Suite,
+    cell: Cell,
+    teacher: TeacherSpec,
+    number: int,
+    hparams: tuple[tuple[str, Any], ...],
+) -> StudentSpec:
     """Trial ``number`` of a cell's study: scored on `val` only, at the tuning seed."""
     return _student_spec("tune", suite, cell, teacher, suite.tuning.seed, hparams, number)
 
 
-def study_identity(suite: Suite, cell: Cell, teacher: TrialSpec) -> dict[str, Any]:
+def study_identity(suite: Suite, cell: Cell, teacher: TeacherSpec) -> dict[str, Any]:
     """What makes two tuning trials comparable: a study holds only such trials."""
     probe = tune_spec(suite, cell, teacher, 0, resolve_hparams(cell.method))
     ident = {k: v for k, v in probe.identity().items() if k not in ("hparams", "number", "phase")}
@@ -280,7 +311,7 @@ def expand(suite: Suite) -> Plan:
     from kdbench.tuning.studies import study_name
 
     hashes: dict[str, str] = {}
-    teachers: dict[tuple[str, TeacherRef], TrialSpec] = {}
+    teachers: dict[tuple[str, TeacherRef], TeacherSpec] = {}
     for d in suite.datasets:
         for p in suite.pairs:
             key = (d, p.teacher)
@@ -290,7 +321,7 @@ def expand(suite: Suite) -> Plan:
                     sha = hashes.setdefault(p.teacher.checkpoint, file_sha256(p.teacher.checkpoint))
                 teachers[key] = teacher_spec(suite, d, p.teacher, sha)
     all_cells = cells(suite)
-    finals: list[TrialSpec] = []
+    finals: list[StudentSpec] = []
     studies: list[StudyPlan] = []
     for cell in all_cells:
         teacher = teachers[(cell.dataset, cell.pair.teacher)]

@@ -99,8 +99,7 @@ def test_a_run_writes_every_trial_and_a_rerun_trains_nothing(ray_local, suite_fi
 def test_a_long_run_folds_its_trial_files_as_it_goes_and_loses_no_row(
     ray_local, suite_file, tmp_path, monkeypatch
 ):
-    from kdbench.results import store
-    from kdbench.scheduler import driver
+    from kdbench.results import store, writer
 
     folded = []
     compact = store.compact
@@ -115,7 +114,7 @@ def test_a_long_run_folds_its_trial_files_as_it_goes_and_loses_no_row(
         )
         return compact(results_dir, files, known=known)
 
-    monkeypatch.setattr(driver, "COMPACT_EVERY", 3)
+    monkeypatch.setattr(writer, "COMPACT_EVERY", 3)
     monkeypatch.setattr(store, "compact", watched)
     results = tmp_path / "results"
     summary = run_suite(load_suite(suite_file), results, live=False)

@@ -16,7 +16,7 @@ from kdbench.methods.synthetic import SyntheticSet, matching_size, synthetic_epo
 from kdbench.models import build_model
 from kdbench.plan import expand
 from kdbench.suite import parse_suite
-from kdbench.training.trial import RunInfo, run_trial
+from kdbench.training.trial import RunInfo, run_student, run_teacher
 
 DD = ["dd_random", "dd_herding", "dd_dm", "dd_dc"]
 FAST = {"dd_dm": {"iterations": 2, "net_width": 8}, "dd_dc": {"iterations": 1, "net_width": 8}}
@@ -154,34 +154,38 @@ def dd_plan(methods, students=("cnn_tiny",), seeds=(0,)):
 
 def test_a_dd_trial_trains_the_student_on_the_set_alone_and_returns_it(synthetic):
     plan = dd_plan([{"name": "dd_dm", "params": {"ipc": 2, "iterations": 2, "net_width": 8}}])
-    teacher = run_trial(plan.teachers[0], synthetic, RunInfo("r", "dd"))
+    teacher = run_teacher(plan.teachers[0], synthetic, RunInfo("r", "dd"))
     spec = next(s for s in plan.finals if s.method == "dd_dm")
-    out = run_trial(spec, synthetic, RunInfo("r", "dd"), teacher.weights)
+    out = run_student(spec, synthetic, RunInfo("r", "dd"), teacher.weights)
     row = out.row
     assert row["status"] == "ok", row.get("error")
     n_syn = 20
     epochs = synthetic_epochs(2, len(synthetic.train_y), n_syn, 32)
     assert row["epochs"] == row["epoch_reported"] == epochs
     assert row["images_seen"] == epochs * n_syn  # the synthetic images, not the data set
-    assert row["artifact"] == f"_artifacts/synthetic/{spec.synthetic_key}.pt"
-    assert row["artifact"] in out.artifacts
-    made = SyntheticSet.from_bytes(out.artifacts[row["artifact"]])
+    (key,) = method_class("dd_dm").reusable(spec)
+    assert row["artifact"] == f"_artifacts/synthetic/{key.name}.pt" == key.relative
+    assert key in out.artifacts
+    made = SyntheticSet.from_bytes(out.artifacts[key])
     assert made.images.shape == (n_syn, 1, 8, 8) and made.meta["method"] == "dd_dm"
-    assert f"_artifacts/students/{spec.trial_id}.pt" in out.artifacts
+    assert {a.relative for a in out.artifacts} == {
+        key.relative,
+        f"_artifacts/students/{spec.trial_id}.pt",
+    }
     assert 0 <= row["test_acc"] <= 1 and row["teacher_test_acc"] is not None
     # validated about as often as a full-data trial (every epochs // 2 epochs, and the last)
     validated = [c for c in out.curve if not math.isnan(c["val_acc"])]
     assert 2 <= len(validated) <= 3
 
     # given the set it made, the same trial reuses it and sends nothing back to cache
-    again = run_trial(
+    again = run_student(
         spec,
         synthetic,
         RunInfo("r", "dd"),
         teacher.weights,
-        synthetic=out.artifacts[row["artifact"]],
+        reused={key: out.artifacts[key]},
     )
-    assert row["artifact"] not in again.artifacts
+    assert key not in again.artifacts
     assert again.row["test_acc"] == row["test_acc"]
 
 
@@ -192,11 +196,16 @@ def test_the_synthetic_key_ignores_the_student_and_phase_but_not_what_makes_the_
         seeds=(0, 1),
     )
     finals = [s for s in plan.finals if s.method.startswith("dd_")]
-    keys = {(s.method, s.seed, s.student): s.synthetic_key for s in finals}
+    keys = {(s.method, s.seed, s.student): set_key(s) for s in finals}
     assert keys[("dd_random", 0, "cnn_tiny")] == keys[("dd_random", 0, "cnn_small")]
     assert keys[("dd_random", 0, "cnn_tiny")] != keys[("dd_random", 1, "cnn_tiny")]
     assert keys[("dd_random", 0, "cnn_tiny")] != keys[("dd_dm", 0, "cnn_tiny")]
     assert len(set(keys.values())) == 3 * 2  # method × seed
     longer = dd_plan([{"name": "dd_random", "params": {"train_epochs": 300}}])
     spec = next(s for s in longer.finals if s.method == "dd_random")
-    assert spec.synthetic_key == keys[("dd_random", 0, "cnn_tiny")]  # same set, longer training
+    assert set_key(spec) == keys[("dd_random", 0, "cnn_tiny")]  # same set, longer training
+
+
+def set_key(spec):
+    (key,) = method_class(spec.method).reusable(spec)
+    return key

@@ -10,7 +10,7 @@ from kdbench.methods import METHODS, Method, Needs
 from kdbench.plan import expand
 from kdbench.results import COLUMNS
 from kdbench.suite import parse_suite
-from kdbench.training.trial import RunInfo, run_trial
+from kdbench.training.trial import RunInfo, run_student, run_teacher
 
 INFO = RunInfo(run_id="r", suite="t")
 
@@ -32,12 +32,12 @@ def plan_for(**over):
 
 def test_teacher_then_student_rows(synthetic):
     plan = plan_for()
-    teacher = run_trial(plan.teachers[0], synthetic, INFO)
+    teacher = run_teacher(plan.teachers[0], synthetic, INFO)
     assert teacher.row["status"] == "ok" and teacher.weights
     assert teacher.row["phase"] == "teacher" and teacher.row["student"] is None
     assert 0 <= teacher.row["test_acc"] <= 1
     kd = next(s for s in plan.finals if s.label == "kd")
-    out = run_trial(kd, synthetic, INFO, teacher.weights)
+    out = run_student(kd, synthetic, INFO, teacher.weights)
     row = out.row
     assert set(row) <= set(COLUMNS)
     assert row["status"] == "ok" and row["method"] == "kd" and row["phase"] == "final"
@@ -52,14 +52,14 @@ def test_teacher_then_student_rows(synthetic):
 
 def test_same_spec_same_result(synthetic):
     spec = plan_for().finals[0]  # scratch, seed 0
-    a = run_trial(spec, synthetic, INFO).row
-    b = run_trial(spec, synthetic, INFO).row
+    a = run_student(spec, synthetic, INFO).row
+    b = run_student(spec, synthetic, INFO).row
     assert a["test_acc"] == b["test_acc"] and a["val_acc"] == b["val_acc"]
 
 
 def test_a_diverging_trial_becomes_a_failed_row(synthetic):
     plan = plan_for(budget={"epochs": 2, "lr": 1.0e30})
-    out = run_trial(plan.finals[0], synthetic, INFO)
+    out = run_student(plan.finals[0], synthetic, INFO)
     assert out.row["status"] == "failed"
     assert out.row["error"].startswith("TrialDiverged: loss became nan")
     assert out.row.get("test_acc") is None
@@ -78,14 +78,14 @@ class BadShapes(Method):
 def test_a_raising_method_becomes_a_failed_row_with_the_reason(synthetic, monkeypatch):
     monkeypatch.setitem(METHODS._entries, "bad_shapes", BadShapes)
     spec = dataclasses.replace(plan_for().finals[0], method="bad_shapes", label="bad_shapes")
-    row = run_trial(spec, synthetic, INFO).row
+    row = run_student(spec, synthetic, INFO).row
     assert row["status"] == "failed"
     assert "RuntimeError" in row["error"] and "shapes" in row["error"] and "\n" not in row["error"]
 
 
 def test_a_student_whose_teacher_failed_fails_with_that_reason(synthetic):
     kd = next(s for s in plan_for().finals if s.label == "kd")
-    row = run_trial(kd, synthetic, INFO, None).row
+    row = run_student(kd, synthetic, INFO, None).row
     assert row["status"] == "failed" and "teacher cnn_small" in row["error"]
 
 
@@ -97,25 +97,25 @@ def test_a_checkpoint_that_does_not_fit_the_architecture_fails_clearly(synthetic
     plan = plan_for(
         pairs=[{"teacher": {"arch": "cnn_small", "checkpoint": str(ckpt)}, "student": "cnn_tiny"}]
     )
-    from kdbench.scheduler.driver import read_checkpoint
+    from kdbench.training.weights import read_checkpoint
 
-    row = run_trial(plan.teachers[0], synthetic, INFO, read_checkpoint(str(ckpt))).row
+    row = run_teacher(plan.teachers[0], synthetic, INFO, read_checkpoint(str(ckpt))).row
     assert row["status"] == "failed" and "does not fit cnn_small" in row["error"]
 
 
 def test_a_users_checkpoint_is_evaluated_not_trained(synthetic, tmp_path):
     plan = plan_for()
-    trained = run_trial(plan.teachers[0], synthetic, INFO)
+    trained = run_teacher(plan.teachers[0], synthetic, INFO)
     ckpt = tmp_path / "mine.pt"
-    from kdbench.training.trial import load_weights
+    from kdbench.training.weights import load_weights
 
     torch.save({"state_dict": load_weights(trained.weights)}, ckpt)
-    from kdbench.scheduler.driver import read_checkpoint
+    from kdbench.training.weights import read_checkpoint
 
     plan2 = plan_for(
         pairs=[{"teacher": {"arch": "cnn_small", "checkpoint": str(ckpt)}, "student": "cnn_tiny"}]
     )
-    row = run_trial(plan2.teachers[0], synthetic, INFO, read_checkpoint(str(ckpt))).row
+    row = run_teacher(plan2.teachers[0], synthetic, INFO, read_checkpoint(str(ckpt))).row
     assert row["status"] == "ok" and row["images_seen"] == 0 and row["epochs"] == 0
     assert row["test_acc"] == trained.row["test_acc"]
     assert (

@@ -11,7 +11,7 @@ from optuna.distributions import FloatDistribution
 
 from kdbench.plan import expand, resolve_hparams, tune_spec
 from kdbench.suite import TuningConfig, parse_suite
-from kdbench.training.trial import RunInfo, run_trial
+from kdbench.training.trial import RunInfo, run_student, run_teacher
 from kdbench.tuning.space import search_space
 from kdbench.tuning.studies import StudyBook, StudySpec, journal_path, select
 
@@ -151,12 +151,12 @@ class TestSplitGuard:
 
     def test_tune_trials_never_read_the_test_split(self, synthetic):
         plan = expand(suite())
-        teacher = run_trial(plan.teachers[0], synthetic, INFO)
+        teacher = run_teacher(plan.teachers[0], synthetic, INFO)
         study = plan.studies[0]
         tspec = tune_spec(
             plan.suite, study.cell, study.teacher, 0, resolve_hparams(study.cell.method)
         )
-        row = run_trial(tspec, self.guarded(synthetic), INFO, teacher.weights).row
+        row = run_student(tspec, self.guarded(synthetic), INFO, teacher.weights).row
         assert row["status"] == "ok", row.get("error")
         assert (
             row.get("test_acc") is None
@@ -164,7 +164,7 @@ class TestSplitGuard:
             and 0 <= row["val_acc"] <= 1
         )
         final = plan.finals[0]
-        failed = run_trial(final, self.guarded(synthetic), INFO, teacher.weights).row
+        failed = run_student(final, self.guarded(synthetic), INFO, teacher.weights).row
         assert "the test split was read" in failed["error"]  # the guard is real
 
 
@@ -189,9 +189,9 @@ def test_a_reporter_that_says_stop_prunes_the_trial(synthetic):
     plan = expand(suite(budget={"epochs": 5}))
     study = plan.studies[0]
     tspec = tune_spec(plan.suite, study.cell, study.teacher, 0, resolve_hparams(study.cell.method))
-    teacher = run_trial(plan.teachers[0], synthetic, INFO)
+    teacher = run_teacher(plan.teachers[0], synthetic, INFO)
     seen = []
-    row = run_trial(
+    row = run_student(
         tspec,
         synthetic,
         INFO,

@@ -6,10 +6,14 @@ and optimised with the student) that declares:
 - ``hparams``: its hyperparameters, each with a default, a valid domain and a default search
   space, under the names users query (``gamma``, ``alpha``, ``beta``, ``T``, ...);
 - ``needs``: what the trainer must give it (the teacher's outputs, sample indices, ...);
-- ``loss(step)``: a dict of named, already-weighted loss terms; the trainer sums them.
+- ``loss(step)``: a dict of named, already-weighted loss terms; the trainer sums them;
+- optionally, ``prepare``: a stage of its own before the student trains (pre-training a
+  connector, making a synthetic training set), which may replace the training set and the
+  number of epochs; with ``reusable`` the content keys of what it makes (so a later trial
+  reuses it rather than making it again) and with ``cost`` what the estimator should count.
 
 The trainer never looks at a method's name: everything it does differently follows from
-``needs``. Loss weights follow the CRD benchmark (RepDistiller):
+``needs`` and from what ``prepare`` returns. Loss weights follow the CRD benchmark (RepDistiller):
 ``loss = gamma * CE(labels) + alpha * KD(T) + beta * L_method``.
 """
 
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.models.base import ModelOutput
+from kdbench.results.layout import ArtifactKey
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,36 @@ class MethodContext:
 
 
 @dataclass
+class TrainingSet:
+    """What the student trains on, as a method's ``prepare`` decides (by default: the data)."""
+
+    data: Any
+    """A ``DataBundle``: its training split is what the student sees; val and test stay real."""
+    epochs: int
+    seconds: float = 0.0
+    """Wall time of the method's own stage, counted in the trial's ``train_seconds``."""
+    with_teacher: bool = True
+    """Whether the teacher's outputs reach the loss (a method whose teacher only chose the
+    training set says False)."""
+    artifacts: dict[ArtifactKey, bytes] = field(default_factory=dict)
+    """What the stage made that should be kept (the result writer saves it)."""
+    artifact: ArtifactKey | None = None
+    """The row's ``artifact``: what the stage made (a final trial's saved student otherwise)."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one trial of a method costs, for the estimator: training images per epoch, epochs,
+    and the seconds of its own stage."""
+
+    images_per_epoch: int
+    epochs: int
+    stage_seconds: float = 0.0
+    stage_unbounded: bool = False
+    """The stage has no time bound, so its cost is not in ``stage_seconds``."""
+
+
+@dataclass
 class Step:
     """One training batch as a method sees it."""
 
@@ -219,9 +254,6 @@ class Method(nn.Module):
     needs: ClassVar[Needs] = Needs()
     combinable: ClassVar[bool] = True
     """Whether ``A+B`` may name it (a method with no term of its own adds nothing)."""
-    training_hparams: ClassVar[tuple[str, ...]] = ()
-    """Hyperparameters of the student's training alone (a dd_* method's ``train_epochs``),
-    left out of the content key of what the method makes."""
 
     def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
         super().__init__()
@@ -236,6 +268,36 @@ class Method(nn.Module):
     def terms(self, step: Step) -> dict[str, torch.Tensor]:
         """The method's own terms, each already multiplied by its weight."""
         return {}
+
+    def prepare(
+        self,
+        data: Any,
+        *,
+        spec: Any,
+        device: torch.device,
+        reused: Mapping[ArtifactKey, bytes],
+    ) -> TrainingSet:
+        """The method's stage before training, given the trial's ``spec`` and what earlier
+        trials made under this trial's ``reusable`` keys (``reused``). The identity here."""
+        return TrainingSet(data, spec.epochs)
+
+    @classmethod
+    def reusable(cls, spec: Any) -> tuple[ArtifactKey, ...]:
+        """Content keys of what ``prepare`` makes for ``spec`` that another trial may reuse."""
+        return ()
+
+    @classmethod
+    def cost(
+        cls,
+        hp: Mapping[str, Any],
+        *,
+        n_train: int,
+        num_classes: int,
+        epochs: int,
+        batch_size: int,
+    ) -> Cost:
+        """What a trial costs: by default, every epoch over the whole training split."""
+        return Cost(n_train, epochs)
 
     @classmethod
     def hparam(cls, name: str) -> HParam:

@@ -4,7 +4,12 @@ A ``dd_*`` method does not add a loss term to the student's training. It *replac
 training set*: ``synthesize`` makes ``ipc`` images per class from the training split (a
 chosen real subset, or images learned by matching), and the student is then trained from
 scratch, with cross-entropy, on those images alone, and scored on the real validation and
-test splits. The trainer learns this from ``needs.synthetic_set``; it never reads the name.
+test splits. ``SyntheticSetMethod.prepare`` does this through the method contract: it returns
+the set as the training split and the epochs to train on it, so the trainer, the driver and
+the estimator need not know that the method is one of these.
+
+A set is named by a content key (``reusable``): what determines the set alone, so a rerun, a
+final trial with a tuning trial's values or another student of the same teacher reuse it.
 
 How the student trains on the synthetic set: with the suite's optimiser, learning rate and
 schedule, for as many optimiser *steps* as a student on the full training split takes (a
@@ -20,17 +25,19 @@ Learned images are not clipped to [0, 1], as in the reference code.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 
 from kdbench.data.base import to_unit
-from kdbench.methods.base import HParam, Method, MethodContext, Needs
+from kdbench.methods.base import Cost, HParam, Method, MethodContext, Needs, TrainingSet
+from kdbench.results.layout import ArtifactKey
 
 
 @dataclass
@@ -135,6 +142,7 @@ class SyntheticSetMethod(Method):
     needs: ClassVar[Needs] = Needs(teacher=False, synthetic_set=True)
     combinable: ClassVar[bool] = False
     training_hparams: ClassVar[tuple[str, ...]] = ("train_epochs",)
+    """Hyperparameters of the student's training on the set alone: not part of its key."""
 
     def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
         super().__init__(hp, ctx)
@@ -145,6 +153,78 @@ class SyntheticSetMethod(Method):
     def synthesize(self, data: Any, *, seed: int, device: torch.device) -> SyntheticSet:
         """The synthetic set for ``data`` (a ``DataBundle``), deterministic for a seed."""
         raise NotImplementedError
+
+    def prepare(
+        self,
+        data: Any,
+        *,
+        spec: Any,
+        device: torch.device,
+        reused: Mapping[ArtifactKey, bytes],
+    ) -> TrainingSet:
+        """The set (made now, or the one an earlier trial made) as the training split, for as
+        many optimiser steps as a student on the whole split takes (or ``train_epochs``)."""
+        (key,) = self.reusable(spec)
+        artifacts = {}
+        if key in reused:
+            made = SyntheticSet.from_bytes(reused[key])
+        else:
+            made = self.synthesize(data, seed=spec.seed, device=device)
+            made.meta.update(method=spec.method, dataset=spec.dataset, seed=spec.seed)
+            made.meta["hparams"] = dict(spec.hparams)
+            artifacts[key] = made.to_bytes()
+        epochs = self.student_epochs(
+            self.hp, spec.epochs, len(data.train_y), len(made.labels), spec.budget.batch_size
+        )
+        return TrainingSet(
+            replace(data, train_x=made.images, train_y=made.labels),
+            epochs,
+            seconds=made.seconds,  # a reused set's own making counts, as if made now
+            with_teacher=False,  # herding's teacher chose the set; it takes no part in training
+            artifacts=artifacts,
+            artifact=key,
+        )
+
+    @classmethod
+    def reusable(cls, spec: Any) -> tuple[ArtifactKey, ...]:
+        """The set's content key. The student, its training (budget, ``train_epochs``) and the
+        phase do not enter; the teacher enters, as its trial id, only for a method that uses
+        it (herding)."""
+        from kdbench.plan import PROTOCOL_VERSION, slug
+        from kdbench.suite import canonical_json
+
+        identity = {
+            "protocol": PROTOCOL_VERSION,
+            "dataset": spec.dataset,
+            "val_fraction": spec.data.val_fraction,
+            "teacher_id": spec.teacher_id if cls.needs.teacher else None,
+            "method": spec.method,
+            "hparams": {k: v for k, v in spec.hparams if k not in cls.training_hparams},
+            "seed": spec.seed,
+        }
+        digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
+        return (ArtifactKey("synthetic", slug(f"{spec.method}-{spec.dataset}") + "-" + digest),)
+
+    @classmethod
+    def cost(
+        cls,
+        hp: Mapping[str, Any],
+        *,
+        n_train: int,
+        num_classes: int,
+        epochs: int,
+        batch_size: int,
+    ) -> Cost:
+        """The student's epochs on ``ipc`` × classes images, and the synthesis's time budget
+        (a synthesis without one is said to be unbounded)."""
+        n_syn = int(hp["ipc"]) * num_classes
+        budget = float(hp.get("time_budget_s", 0.0))
+        return Cost(
+            n_syn,
+            cls.student_epochs(hp, epochs, n_train, n_syn, batch_size),
+            stage_seconds=budget,
+            stage_unbounded="time_budget_s" in hp and budget <= 0,
+        )
 
     @classmethod
     def student_epochs(

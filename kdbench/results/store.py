@@ -1,12 +1,8 @@
-"""The results directory: atomic per-trial Parquet files, and reading them back.
+"""Result rows on disk: atomic Parquet files, reading them back, and compaction.
 
-    DIR/trials/<trial_id>.parquet     one file per trial (temp file + rename)
-    DIR/compacted/<run_id>.parquet    after `kdbench compact`
-    DIR/_studies, _cache, _artifacts  everything that is not a result row
-    DIR/_runs/<run_id>/               resolved suite + hash, package versions, per-epoch curves
-
-Readers skip names starting with '.' or '_' (pyarrow's default), so an interrupted write (a
-'.'-prefixed temporary file) and the '_' folders are never read as results.
+Paths come from ``kdbench.results.layout``. Readers skip names starting with '.' or '_'
+(pyarrow's default), so an interrupted write (a '.'-prefixed temporary file) and the '_'
+folders are never read as results.
 """
 
 from __future__ import annotations
@@ -27,11 +23,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from kdbench.errors import KdbenchError, choices_hint
+from kdbench.results.layout import COMPACTED, ROW_FOLDERS, TRIALS, Layout
 from kdbench.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION
-
-TRIALS = "trials"
-COMPACTED = "compacted"
-RUNS = "_runs"
 
 
 def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
@@ -82,7 +75,7 @@ def write_trial(results_dir: str | os.PathLike[str], row: Mapping[str, Any]) -> 
 def write_trial_table(results_dir: str | os.PathLike[str], table: pa.Table) -> Path:
     """A trial's row, already made a table (one row of the schema), as its file in trials/."""
     (trial_id,) = table.column("trial_id").to_pylist()
-    return write_atomic(table, Path(results_dir) / TRIALS / f"{trial_id}.parquet")
+    return write_atomic(table, Layout.of(results_dir).trial_file(trial_id))
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
@@ -91,10 +84,8 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 
 
 def result_files(results_dir: str | os.PathLike[str]) -> list[Path]:
-    root = Path(results_dir)
     files: list[Path] = []
-    for sub in (TRIALS, COMPACTED):
-        folder = root / sub
+    for folder in Layout.of(results_dir).row_folders():
         if folder.is_dir():
             files.extend(
                 sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
@@ -161,12 +152,12 @@ def _read_uri(uri: str, columns: list[str] | None, filter: ds.Expression | None)
     from kdbench.results.remote import list_files, open_uri
 
     fs, base = open_uri(uri)
-    found = {sub: list_files(fs, base, sub) for sub in (TRIALS, COMPACTED)}
+    found = {sub: list_files(fs, base, sub) for sub in ROW_FOLDERS}
     if not any(found.values()) and not list_files(fs, base):
         raise KdbenchError(f"{uri}: no results there")
     paths = [
         Path(f"{base}/{rel}")
-        for sub in (TRIALS, COMPACTED)
+        for sub in ROW_FOLDERS
         for rel in sorted(found[sub])
         if rel.endswith(".parquet") and not Path(rel).name.startswith((".", "_"))
     ]
@@ -232,7 +223,7 @@ class RunLock:
     """
 
     def __init__(self, results_dir: str | os.PathLike[str]) -> None:
-        self.path = Path(results_dir) / RUNS / ".lock"
+        self.path = Layout.of(results_dir).lock()
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +260,7 @@ def compact(
     """Fold ``trials/*.parquet`` (or those of them in ``files``) into
     ``compacted/<run_id>.parquet`` (rows per run returned). ``known``: what some of the files
     hold, as the writer still has it (the driver, for its own run's files): those are not
-    read back (about 1 ms a file).
+    read back (reading a file back is the slow part of a fold).
 
     Each run's file is rewritten atomically with its new rows added (a trial written again
     replaces its older row, wherever that stood); only then are the folded trial files
@@ -291,7 +282,7 @@ def compact(
     folded: dict[str, int] = {}
     for run_id, rows in new.groupby("run_id", dropna=False):
         name = str(run_id) if isinstance(run_id, str) else "unknown-run"
-        path = root / COMPACTED / f"{name}.parquet"
+        path = Layout(root).compacted_file(name)
         old = pq.read_table(path, schema=SCHEMA).to_pandas() if path.exists() else None
         merged = rows if old is None else pd.concat([old[~old["trial_id"].isin(new_ids)], rows])
         write_atomic(pa.Table.from_pandas(merged, schema=SCHEMA, preserve_index=False), path)

@@ -4,9 +4,10 @@ The time estimate is measured, not guessed: a few training steps of every distin
 (student, teacher, method) shape on random inputs of the data set's shape, timed on this
 machine at the suite's thread count on a batch of up to 16 scaled to the suite's batch size,
 times the steps the plan will take.
-Evaluation passes and Ray's overhead are not included. A ``dd_*`` trial trains on its
-synthetic set (``ipc`` × classes images) and synthesises for at most its ``time_budget_s``,
-counted whole; a synthesis without a budget is counted apart, as not estimated.
+Evaluation passes and Ray's overhead are not included. What a trial trains on, for how many
+epochs, and the time of a method's own stage come from the method (``Method.cost``): a
+dataset-distillation trial trains on its synthetic set and synthesises for at most its time
+budget, counted whole; a stage without a time bound is counted apart, as not estimated.
 """
 
 from __future__ import annotations
@@ -40,18 +41,17 @@ class Estimate:
     """cpu_seconds spread over ``cpus_available`` (idealised: perfect packing)."""
     cpus_available: int
     unbudgeted: int = 0
-    """dd_* trials whose synthesis has no time budget: their synthesis is not in the estimate."""
+    """Trials whose method's own stage has no time bound: that stage is not in the estimate."""
 
 
 def _probe(spec: TrialSpec, batch: int, steps: int = 2) -> tuple[float, int]:
     """(Seconds per training step of this spec's student and teacher, measured; the student's MACs)."""
     info = dataset_info(spec.dataset, spec.data.root)
-    torch.set_num_threads(max(1, int(spec.cpus)))
-    name = spec.student or spec.teacher.arch
-    model = build_model(name, num_classes=info.num_classes, input_shape=info.input_shape)
-    cls = method_class(spec.method if spec.student else "scratch")
+    torch.set_num_threads(max(1, int(spec.resources.cpus)))
+    model = build_model(spec.trains, num_classes=info.num_classes, input_shape=info.input_shape)
+    cls = method_class(spec.trains_method)
     teacher = None
-    if cls.needs.teacher and spec.student:
+    if cls.needs.teacher:  # a teacher's own training (scratch) needs none
         teacher = build_model(
             spec.teacher.arch, num_classes=info.num_classes, input_shape=info.input_shape
         ).eval()
@@ -103,20 +103,21 @@ def estimate(
             continue
         info = dataset_info(spec.dataset, spec.data.root)
         n_train, _ = info.split_sizes(spec.data.val_fraction)
-        epochs = spec.epochs
-        cls = method_class(spec.method) if spec.student else None
-        if cls is not None and cls.needs.synthetic_set:
-            hp = dict(spec.hparams)
-            n_syn = int(hp["ipc"]) * info.num_classes
-            epochs = cls.student_epochs(hp, spec.epochs, n_train, n_syn, batch)
-            n_train = n_syn
-            budget = float(hp.get("time_budget_s", 0.0))
-            if "time_budget_s" in hp and budget <= 0:
-                unbudgeted += 1
-            cpu_s += budget * spec.cpus
+        cpus = spec.resources.cpus
+        cls = method_class(spec.trains_method)
+        cost = cls.cost(
+            dict(spec.hparams),
+            n_train=n_train,
+            num_classes=info.num_classes,
+            epochs=spec.epochs,
+            batch_size=batch,
+        )
+        unbudgeted += cost.stage_unbounded
+        cpu_s += cost.stage_seconds * cpus
+        n_train, epochs = cost.images_per_epoch, cost.epochs
         n = n_train * epochs
         images += n
-        key = (spec.dataset, spec.student, spec.teacher.arch, spec.method, int(spec.cpus))
+        key = (spec.dataset, spec.student, spec.teacher.arch, spec.method, int(cpus))
         step_batch = min(batch, n_train)
         if key not in probes:
             # Timed on a small batch and scaled: the step time of a CNN grows linearly with
@@ -125,7 +126,7 @@ def estimate(
             step_s, model_macs = _probe(spec, probe_batch)
             probes[key] = (step_s * step_batch / probe_batch, model_macs)
         step_s, model_macs = probes[key]
-        cpu_s += step_s * math.ceil(n_train / batch) * epochs * spec.cpus
+        cpu_s += step_s * math.ceil(n_train / batch) * epochs * cpus
         macs += 3.0 * model_macs * n
     cpus = cpus_available or os.cpu_count() or 1
     return Estimate(

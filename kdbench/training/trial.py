@@ -1,5 +1,9 @@
 """One trial: a spec goes in, one result row (and its curve, and any weights) comes out.
 
+Two entry points, one per kind of trial: ``run_teacher`` (train a teacher, or load the
+user's checkpoint, and score it) and ``run_student`` (the method's stage, if it has one, then
+the student's training; a final trial is then scored on the test split).
+
 Runs anywhere: inside a Ray task on any node, or in-process in tests. Everything it needs
 arrives as arguments (the data set and the teacher's weights by Ray reference); it writes no
 files, so workers need no storage shared with the driver.
@@ -7,13 +11,12 @@ files, so workers need no storage shared with the driver.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -24,10 +27,11 @@ from kdbench import provenance
 from kdbench.data import DataBundle
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.scratch import Scratch
-from kdbench.methods.synthetic import SyntheticSet, SyntheticSetMethod
 from kdbench.models import KDModel, build_model, count_macs, count_params
-from kdbench.plan import TrialSpec
+from kdbench.plan import StudentSpec, TeacherSpec, TrialSpec
+from kdbench.results.layout import ArtifactKey, student_artifact
 from kdbench.training.loop import EpochStats, accuracy, fit, predict
+from kdbench.training.weights import dump_student, dump_weights, load_weights
 
 
 @dataclass(frozen=True)
@@ -45,23 +49,10 @@ class TrialOutcome:
     curve: list[dict[str, Any]] = field(default_factory=list)
     weights: bytes | None = None
     """A teacher's state dict (torch.save bytes), for the students that distil from it."""
-    artifacts: dict[str, bytes] = field(default_factory=dict)
-    """Files for the driver to write, by path relative to the results directory."""
+    artifacts: dict[ArtifactKey, bytes] = field(default_factory=dict)
+    """Files for the result writer to keep, by key (the layout knows their paths)."""
     seconds: float = 0.0
     """Wall time of the whole trial where it ran, set-up and evaluation included."""
-
-
-ARTIFACTS = "_artifacts"
-
-
-def student_artifact(trial_id: str) -> str:
-    """Where a final trial's student is saved, relative to the results directory."""
-    return f"{ARTIFACTS}/students/{trial_id}.pt"
-
-
-def synthetic_artifact(key: str) -> str:
-    """Where a synthetic set is saved (by content key), relative to the results directory."""
-    return f"{ARTIFACTS}/synthetic/{key}.pt"
 
 
 def _reset_peak_rss() -> bool:
@@ -138,7 +129,7 @@ def pick_device(gpus: float) -> torch.device:
 def seed_torch(seed: int, device: torch.device) -> None:
     """Seed the generator the trial's models draw from. ``torch.manual_seed`` seeds every
     accelerator backend too, through lazy calls that each format a stack trace while no GPU is
-    in use: 0.65 ms a trial on a CPU, where the CPU's generator is the only one drawn from."""
+    in use: costly next to a short trial on a CPU, whose generator is the only one drawn from."""
     if device.type == "cpu":
         torch.default_generator.manual_seed(seed)
     else:
@@ -170,8 +161,8 @@ def base_row(spec: TrialSpec, info: RunInfo) -> dict[str, Any]:
         "seed": spec.seed,
         "hparams": json.dumps(dict(spec.hparams), sort_keys=True),
         "epochs": spec.epochs,
-        "cpus": spec.cpus,
-        "gpus": spec.gpus,
+        "cpus": spec.resources.cpus,
+        "gpus": spec.resources.gpus,
         "kdbench_version": kdbench.__version__,
         "torch_version": torch.__version__,
         "git_sha": info.git_sha,
@@ -205,71 +196,57 @@ def describe_error(exc: BaseException) -> str:
     return (text[:480] + "…" if len(text) > 480 else text) + where
 
 
-def load_weights(blob: bytes) -> dict[str, torch.Tensor]:
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-
-
-def dump_student(model: torch.nn.Module, spec: TrialSpec, data: DataBundle) -> bytes:
-    """A final trial's student: its weights and what rebuilding and feeding it takes."""
-    buf = io.BytesIO()
-    torch.save(
-        {
-            "arch": spec.student,
-            "num_classes": data.num_classes,
-            "input_shape": list(data.input_shape),
-            "mean": list(data.mean),
-            "std": list(data.std),
-            "dataset": spec.dataset,
-            "method": spec.label,
-            "seed": spec.seed,
-            "trial_id": spec.trial_id,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        },
-        buf,
-    )
-    return buf.getvalue()
-
-
-def dump_weights(model: torch.nn.Module) -> bytes:
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    return buf.getvalue()
-
-
 Reporter = Callable[[int, float], bool]
 """(epoch, validation accuracy) -> whether to stop the trial now (its study's pruner)."""
 
 
-def run_trial(
-    spec: TrialSpec,
+def run_teacher(
+    spec: TeacherSpec, data: DataBundle, info: RunInfo, checkpoint: bytes | None = None
+) -> TrialOutcome:
+    """Train a teacher (or load the user's ``checkpoint``) and score it on val and test; an
+    exception becomes a ``failed`` row with its reason, never a crash."""
+    return _guarded(spec, info, lambda device: _teacher_trial(spec, data, info, device, checkpoint))
+
+
+def run_student(
+    spec: StudentSpec,
     data: DataBundle,
     info: RunInfo,
     teacher_weights: bytes | None = None,
     reporter: Reporter | None = None,
-    synthetic: bytes | None = None,
+    reused: Mapping[ArtifactKey, bytes] | None = None,
 ) -> TrialOutcome:
-    """Run one trial; an exception becomes a ``failed`` row with its reason, never a crash.
+    """Run one tuning or final trial; an exception becomes a ``failed`` row, never a crash.
 
     A tuning trial reports its validation accuracy after every epoch through ``reporter``;
     when the pruner says stop, training ends there and the row says ``pruned``.
-    ``synthetic``: a ``dd_*`` trial's synthetic set made before (the driver's cache), if any.
+    ``reused``: what earlier trials made under the method's ``reusable`` keys (the driver
+    reads it from the results directory).
     """
-    torch.set_num_threads(max(1, int(spec.cpus)))
-    device = pick_device(spec.gpus)
-    if device.type == "cuda" and 0 < spec.gpus < 1:
+    return _guarded(
+        spec,
+        info,
+        lambda device: _student_trial(
+            spec, data, info, device, teacher_weights, reporter, reused or {}
+        ),
+    )
+
+
+def _guarded(
+    spec: TrialSpec, info: RunInfo, body: Callable[[torch.device], TrialOutcome]
+) -> TrialOutcome:
+    """What every trial shares: threads, device, memory share and peak, timing, failure."""
+    torch.set_num_threads(max(1, int(spec.resources.cpus)))
+    device = pick_device(spec.resources.gpus)
+    if device.type == "cuda" and 0 < spec.resources.gpus < 1:
         # Several trials share the GPU (gpus_per_trial 0.25: four): each is held to its share
         # of the memory, so one trial's peak cannot crash its neighbours.
-        torch.cuda.set_per_process_memory_fraction(spec.gpus, device)
+        torch.cuda.set_per_process_memory_fraction(spec.resources.gpus, device)
     started = provenance.now()
     t0 = time.perf_counter()
     try:
         with PeakMemory(device) as mem:
-            if spec.phase == "teacher":
-                outcome = _teacher_trial(spec, data, info, device, teacher_weights)
-            else:
-                outcome = _student_trial(
-                    spec, data, info, device, teacher_weights, reporter, synthetic
-                )
+            outcome = body(device)
         outcome.row["peak_mem_mb"] = mem.mb
     except Exception as exc:
         outcome = TrialOutcome(
@@ -297,7 +274,11 @@ def _curve_rows(curve: list[EpochStats]) -> list[dict[str, Any]]:
 
 
 def _teacher_trial(
-    spec: TrialSpec, data: DataBundle, info: RunInfo, device: torch.device, checkpoint: bytes | None
+    spec: TeacherSpec,
+    data: DataBundle,
+    info: RunInfo,
+    device: torch.device,
+    checkpoint: bytes | None,
 ) -> TrialOutcome:
     seed_torch(spec.seed, device)
     model = build_model(
@@ -347,69 +328,57 @@ def _teacher_trial(
     return TrialOutcome(row=row, curve=_curve_rows(curve), weights=dump_weights(model))
 
 
+def _frozen_teacher(
+    spec: StudentSpec, data: DataBundle, device: torch.device, weights: bytes | None
+) -> KDModel | None:
+    """The trial's teacher in eval mode without gradients, or None when not given."""
+    if weights is None:
+        if method_class(spec.method).needs.teacher:
+            raise RuntimeError(
+                f"teacher {spec.teacher.arch} for {spec.dataset} is not available "
+                f"(its trial {spec.teacher_id} failed)"
+            )
+        return None
+    teacher = build_model(
+        spec.teacher.arch, num_classes=data.num_classes, input_shape=data.input_shape
+    )
+    teacher.load_state_dict(load_weights(weights))
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def _student_trial(
-    spec: TrialSpec,
+    spec: StudentSpec,
     data: DataBundle,
     info: RunInfo,
     device: torch.device,
     teacher_weights: bytes | None,
-    reporter: Reporter | None = None,
-    synthetic: bytes | None = None,
+    reporter: Reporter | None,
+    reused: Mapping[ArtifactKey, bytes],
 ) -> TrialOutcome:
-    cls = method_class(spec.method)
-    teacher: KDModel | None = None
-    if teacher_weights is not None:
-        teacher = build_model(
-            spec.teacher.arch, num_classes=data.num_classes, input_shape=data.input_shape
-        )
-        teacher.load_state_dict(load_weights(teacher_weights))
-        teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    elif cls.needs.teacher:
-        raise RuntimeError(
-            f"teacher {spec.teacher.arch} for {spec.dataset} is not available "
-            f"(its trial {spec.teacher_id} failed)"
-        )
+    teacher = _frozen_teacher(spec, data, device, teacher_weights)
     seed_torch(spec.seed, device)
     student = build_model(
         spec.student, num_classes=data.num_classes, input_shape=data.input_shape
     ).to(device)
-    params = count_params(student)
     macs = macs_of(spec.student, student, data.num_classes, data.input_shape)
     ctx = MethodContext.for_data(student, teacher, data, device)
-    method = cls(dict(spec.hparams), ctx).to(device)
-    row = base_row(spec, info)
-    artifacts: dict[str, bytes] = {}
-    train_data, epochs, made_seconds = data, spec.epochs, 0.0
-    if cls.needs.synthetic_set:
-        # Dataset distillation: the student trains on the method's synthetic set alone, for
-        # as many optimiser steps as a student on the whole training split.
-        assert isinstance(method, SyntheticSetMethod)
-        path = synthetic_artifact(spec.synthetic_key)
-        if synthetic is not None:
-            made = SyntheticSet.from_bytes(synthetic)
-        else:
-            made = method.synthesize(data, seed=spec.seed, device=device)
-            made.meta.update(method=spec.method, dataset=spec.dataset, seed=spec.seed)
-            made.meta["hparams"] = dict(spec.hparams)
-            artifacts[path] = made.to_bytes()
-        train_data = replace(data, train_x=made.images, train_y=made.labels)
-        epochs = method.student_epochs(
-            method.hp, spec.epochs, len(data.train_y), len(made.labels), spec.budget.batch_size
-        )
-        made_seconds = made.seconds
-        row.update(epochs=epochs, artifact=path)
+    method = method_class(spec.method)(dict(spec.hparams), ctx).to(device)
+    # The method's own stage, if it has one: it may replace the training set and the epochs
+    # (dataset distillation trains the student on a synthetic set alone).
+    training = method.prepare(data, spec=spec, device=device, reused=reused)
+    epochs = training.epochs
     result = fit(
         student,
-        train_data,
+        training.data,
         method=method,
         budget=spec.budget,
         epochs=epochs,
         seed=spec.seed,
         augment=spec.data.augment,
-        # A dd_* method's teacher (herding's) chose the set; it takes no part in training.
-        teacher=None if cls.needs.synthetic_set else teacher,
+        teacher=teacher if training.with_teacher else None,
         device=device,
         # The last epoch's accuracy reaches the study with the driver's tell: asking whether
         # to stop a trial that is ending anyway would cost a round trip to the study actor.
@@ -419,28 +388,45 @@ def _student_trial(
         val_every=max(1, epochs // spec.epochs),
         macs=macs,
     )
+    row = base_row(spec, info)
     row.update(
         status="pruned" if result.stopped_early else "ok",
         val_acc=result.val_acc,
-        student_params=params,
+        student_params=count_params(student),
         student_macs=macs,
         images_seen=result.images_seen,
+        epochs=epochs,
         epoch_reported=result.curve[-1].epoch if result.curve else 0,
-        train_seconds=made_seconds + result.train_seconds,
+        train_seconds=training.seconds + result.train_seconds,
     )
+    artifacts = dict(training.artifacts)
+    if training.artifact is not None:
+        row["artifact"] = training.artifact.relative
     if spec.phase == "final":
-        # The test split is touched here and only here: the final phase, after training ends.
-        test_x, test_y = data.test_x.to(device), data.test_y.to(device)
-        logits = predict(student, data, test_x)
-        row.update(test_acc=accuracy(logits, test_y), test_top5=accuracy(logits, test_y, k=5))
-        if teacher is not None:
-            t_logits = predict(teacher, data, test_x)
-            row.update(
-                teacher_test_acc=accuracy(t_logits, test_y),
-                agreement=(logits.argmax(1) == t_logits.argmax(1)).float().mean().item(),
-            )
-        # The distilled student, to take home: see ``kdbench.results.load_student``.
-        weights = student_artifact(spec.trial_id)
-        artifacts[weights] = dump_student(student, spec, data)
-        row.setdefault("artifact", weights)  # a dd_* row's artifact is its synthetic set
+        _score_final(row, artifacts, spec, data, device, student, teacher)
     return TrialOutcome(row=row, curve=_curve_rows(result.curve), artifacts=artifacts)
+
+
+def _score_final(
+    row: dict[str, Any],
+    artifacts: dict[ArtifactKey, bytes],
+    spec: StudentSpec,
+    data: DataBundle,
+    device: torch.device,
+    student: KDModel,
+    teacher: KDModel | None,
+) -> None:
+    """The test split is touched here and only here: the final phase, after training ends."""
+    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+    logits = predict(student, data, test_x)
+    row.update(test_acc=accuracy(logits, test_y), test_top5=accuracy(logits, test_y, k=5))
+    if teacher is not None:
+        t_logits = predict(teacher, data, test_x)
+        row.update(
+            teacher_test_acc=accuracy(t_logits, test_y),
+            agreement=(logits.argmax(1) == t_logits.argmax(1)).float().mean().item(),
+        )
+    # The distilled student, to take home: see ``kdbench.results.load_student``.
+    key = student_artifact(spec.trial_id)
+    artifacts[key] = dump_student(student, spec, data)
+    row.setdefault("artifact", key.relative)  # a dd_* row's artifact is its synthetic set

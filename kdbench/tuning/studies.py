@@ -32,10 +32,9 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from kdbench.errors import KdbenchError
+from kdbench.results.layout import Layout
 from kdbench.suite import TuningConfig, canonical_json
 
-STUDIES = "_studies"
-JOURNAL = "journal.log"
 ELAPSED = "kdbench_elapsed_s"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -43,7 +42,7 @@ optuna.logging.set_verbosity(logging.WARNING)
 
 
 def journal_path(results_dir: str | os.PathLike[str]) -> Path:
-    return Path(results_dir) / STUDIES / JOURNAL
+    return Layout.of(results_dir).journal()
 
 
 def repair_journal(path: Path) -> None:
@@ -305,21 +304,65 @@ class StudyBook:
             o.study.set_user_attr(ELAPSED, self._elapsed(o))
 
 
-def peek_finished(
-    results_dir: str | os.PathLike[str], url: str | None, names: list[str]
-) -> dict[str, int]:
-    """Finished trials per study, read without creating anything (for ``--dry-run``)."""
+class StudyPeek:
+    """The studies of a plan as they stand, read without creating or writing anything (for
+    ``--dry-run``): the read side of ``StudyBook``, and a ``tell`` that only counts."""
+
+    def __init__(self, results_dir: str | os.PathLike[str], url: str | None, specs: list[StudySpec]):
+        self.specs = {s.name: s for s in specs}
+        self.trials: dict[str, list[Any]] = {name: [] for name in self.specs}
+        storage = _existing_storage(results_dir, url)
+        if storage is not None:
+            known = set(optuna.get_all_study_names(storage))
+            for name in self.specs:
+                if name in known:
+                    study = optuna.load_study(study_name=name, storage=storage)
+                    self.trials[name] = study.get_trials(deepcopy=False)
+        self.finished = {
+            n: sum(t.state in FINISHED_STATES for t in ts) for n, ts in self.trials.items()
+        }
+        self.running = {
+            n: {t.number for t in ts if t.state == TrialState.RUNNING}
+            for n, ts in self.trials.items()
+        }
+
+    def interrupted(self, name: str) -> list[tuple[int, dict[str, Any]]]:
+        return [
+            (t.number, dict(t.params))
+            for t in self.trials[name]
+            if t.state == TrialState.RUNNING
+        ]
+
+    def counts(self, name: str) -> tuple[int, int]:
+        return self.finished[name], len(self.running[name])
+
+    def done(self, name: str) -> bool:
+        return self.finished[name] >= self.specs[name].budget and not self.running[name]
+
+    def done_of(self, names: list[str]) -> list[str]:
+        return [n for n in names if self.done(n)]
+
+    def best(self, name: str) -> tuple[dict[str, Any], float] | None:
+        complete = [t for t in self.trials[name] if t.state == TrialState.COMPLETE]
+        spec = self.specs[name]
+        chosen = select(
+            [(t.number, dict(t.params), float(t.value)) for t in complete], spec.start, spec.n_val
+        )
+        return None if chosen is None else (chosen[1], chosen[2])
+
+    def ask_next(self, names: list[str]) -> None:
+        return None
+
+    def tell(
+        self, name: str, number: int, status: str, value: float | None, epoch: int | None = None
+    ) -> None:
+        if number in self.running[name]:
+            self.running[name].discard(number)
+            self.finished[name] += 1
+
+
+def _existing_storage(results_dir: str | os.PathLike[str], url: str | None) -> BaseStorage | None:
     if url:
-        storage: BaseStorage = open_storage(results_dir, url)
-    else:
-        path = journal_path(results_dir)
-        if not path.exists():
-            return {}
-        storage = JournalStorage(JournalFileBackend(str(path)))
-    known = set(optuna.get_all_study_names(storage))
-    out = {}
-    for name in names:
-        if name in known:
-            study = optuna.load_study(study_name=name, storage=storage)
-            out[name] = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
-    return out
+        return open_storage(results_dir, url)
+    path = journal_path(results_dir)
+    return JournalStorage(JournalFileBackend(str(path))) if path.exists() else None

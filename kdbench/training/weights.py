@@ -1,0 +1,65 @@
+"""Model weights as bytes: what travels between the driver and its workers, and what is kept.
+
+Every file is a plain ``torch.save`` dict of tensors (and numbers), loaded back with
+``weights_only=True``: a results directory or a checkpoint from someone else cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import torch
+
+from kdbench.errors import KdbenchError
+
+
+def read_checkpoint(path: str) -> bytes:
+    """A user's teacher checkpoint, loaded safely (weights only) and normalised to a state dict."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise KdbenchError(
+            f"{path}: not a loadable weights-only checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise KdbenchError(f"{path}: expected a state dict (parameter name -> tensor)")
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def load_weights(blob: bytes) -> dict[str, torch.Tensor]:
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def dump_weights(model: torch.nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def dump_student(model: torch.nn.Module, spec: Any, data: Any) -> bytes:
+    """A final trial's student: its weights and what rebuilding and feeding it takes (read
+    back by ``kdbench.results.load_student``)."""
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "arch": spec.student,
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "dataset": spec.dataset,
+            "method": spec.label,
+            "seed": spec.seed,
+            "trial_id": spec.trial_id,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        },
+        buf,
+    )
+    return buf.getvalue()

@@ -1,0 +1,158 @@
+"""The tuning side of a run: studies' trials as trial specs, their outcomes told back, and
+the finals chosen from each finished study.
+
+``Tuner`` speaks in the plan's terms (study names, ``StudentSpec``) over a study book: the
+driver's ``StudyBook``, which asks and tells, or a ``StudyPeek`` for ``--dry-run``, which
+reads the storage and writes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Protocol
+
+from kdbench.plan import Plan, StudentSpec, final_spec, resolve_hparams, tune_spec
+
+
+class Book(Protocol):
+    """What the tuner needs of a study book (``StudyBook`` or ``StudyPeek``)."""
+
+    def interrupted(self, name: str) -> list[tuple[int, dict[str, Any]]]: ...
+    def counts(self, name: str) -> tuple[int, int]: ...
+    def done(self, name: str) -> bool: ...
+    def done_of(self, names: list[str]) -> list[str]: ...
+    def best(self, name: str) -> tuple[dict[str, Any], float] | None: ...
+    def ask_next(self, names: list[str]) -> tuple[str, int, dict[str, Any]] | None: ...
+    def tell(
+        self, name: str, number: int, status: str, value: float | None, epoch: int | None = None
+    ) -> None: ...
+
+
+TuneRow = tuple[str, "float | None", "int | None"]
+"""A tuning row's (status, val_acc, epoch_reported)."""
+
+
+class Tuner:
+    def __init__(self, plan: Plan, book: Book, tune_rows: dict[str, TuneRow] | None = None):
+        self.plan = plan
+        self.suite = plan.suite
+        self.book = book
+        self.studies = {s.name: s for s in plan.studies}
+        self.tune_rows = tune_rows or {}
+        """Rows of tuning trials already written: a killed driver's trials are told from them."""
+        self._warned: set[str] = set()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.studies)
+
+    def teacher_of(self, name: str) -> str:
+        return self.studies[name].teacher.trial_id
+
+    def spec(self, name: str, number: int, params: dict[str, Any] | None) -> StudentSpec:
+        study = self.studies[name]
+        hp = resolve_hparams(study.cell.method, params)
+        return tune_spec(self.suite, study.cell, study.teacher, number, hp)
+
+    def resume(self, name: str) -> list[StudentSpec]:
+        """The trials a killed driver left running: those whose row was written are told
+        from it; the others are to run again under their own numbers."""
+        out = []
+        for number, params in self.book.interrupted(name):
+            spec = self.spec(name, number, params)
+            if spec.trial_id in self.tune_rows:
+                self.book.tell(name, number, *self.tune_rows[spec.trial_id])
+            else:
+                out.append(spec)
+        return out
+
+    def done(self, name: str) -> bool:
+        return self.book.done(name)
+
+    def done_of(self, names: list[str]) -> list[str]:
+        return self.book.done_of(names)
+
+    def left(self, name: str) -> int:
+        """Trials still to ask of a study, and its finals."""
+        done, running = self.book.counts(name)
+        return max(self.studies[name].budget - done - running, 0) + len(self.suite.seeds)
+
+    def representative(self, name: str) -> list[StudentSpec]:
+        """A study's trials yet to ask and its finals, at the method's defaults (for costs)."""
+        study = self.studies[name]
+        done, running = self.book.counts(name)
+        hp = resolve_hparams(study.cell.method)
+        tune = [
+            tune_spec(self.suite, study.cell, study.teacher, n, hp)
+            for n in range(done + running, study.budget)
+        ]
+        finals = [
+            final_spec(self.suite, study.cell, study.teacher, seed, hp) for seed in self.suite.seeds
+        ]
+        return tune + finals
+
+    def ask(self, order: list[str]) -> tuple[str, StudentSpec] | None:
+        """A new trial of the first study in ``order`` that may ask one."""
+        got = self.book.ask_next(order)
+        if got is None:
+            return None
+        name, number, params = got
+        return name, self.spec(name, number, params)
+
+    def tell(self, name: str, spec: StudentSpec, row: dict[str, Any]) -> None:
+        # Its last epoch goes with the tell: the trial did not report it (see run_student).
+        self.book.tell(
+            name, spec.number or 0, row["status"], row.get("val_acc"), row.get("epoch_reported")
+        )
+
+    def finals(self, name: str) -> list[StudentSpec]:
+        """A finished study's final trials: its selected hyperparameters, every seed."""
+        study = self.studies[name]
+        best = self.book.best(name)
+        if best is None and name not in self._warned:
+            self._warned.add(name)
+            print(
+                f"kdbench: no tuning trial of {study.cell.key} completed; its finals use the "
+                "defaults",
+                file=sys.stderr,
+            )
+        hp = resolve_hparams(study.cell.method, best[0] if best else None)
+        return [
+            final_spec(self.suite, study.cell, study.teacher, seed, hp) for seed in self.suite.seeds
+        ]
+
+
+def start_point(study: Any) -> dict[str, Any] | None:
+    """The defaults (with params) of a study's searched hyperparameters, if all lie in its
+    ranges: a new study measures them first."""
+    from kdbench.tuning.space import contains
+
+    defaults = dict(resolve_hparams(study.cell.method))
+    start = {k: defaults[k] for k in study.space}
+    inside = all(contains(d, start[k]) for k, d in study.space.items())
+    return start if inside else None
+
+
+def book_args(plan: Plan, results_dir: str) -> tuple[Any, ...]:
+    """``StudyBook``'s arguments for a plan, for the driver's book or the study actor."""
+    from kdbench.data import dataset_info
+    from kdbench.tuning.studies import StudySpec
+
+    suite = plan.suite
+    t = suite.tuning
+    specs = [
+        StudySpec(
+            s.name,
+            s.space,
+            s.budget,
+            suite.budget.epochs,
+            t.timeout_s,
+            t,
+            start=start_point(s),
+            n_val=dataset_info(s.cell.dataset, suite.data.root).split_sizes(
+                suite.data.val_fraction
+            )[1],
+        )
+        for s in plan.studies
+    ]
+    return (results_dir, t.storage, specs, t.total_trials, t.total_timeout_s)
