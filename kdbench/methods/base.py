@@ -221,6 +221,21 @@ class TrainingSet:
     """The row's ``artifact``: what the stage made (a final trial's saved student otherwise)."""
 
 
+Reused = Mapping[ArtifactKey, bytes]
+"""What earlier trials made under a method's ``reusable`` keys, as the driver found it."""
+
+
+@dataclass(frozen=True)
+class CostBasis:
+    """What a trial's cost follows from: the training split's size, the classes, the suite's
+    epochs and batch size."""
+
+    n_train: int
+    num_classes: int
+    epochs: int
+    batch_size: int
+
+
 @dataclass(frozen=True)
 class Cost:
     """What one trial of a method costs, for the estimator: training images per epoch, epochs,
@@ -269,14 +284,7 @@ class Method(nn.Module):
         """The method's own terms, each already multiplied by its weight."""
         return {}
 
-    def prepare(
-        self,
-        data: Any,
-        *,
-        spec: Any,
-        device: torch.device,
-        reused: Mapping[ArtifactKey, bytes],
-    ) -> TrainingSet:
+    def prepare(self, data: Any, *, spec: Any, device: torch.device, reused: Reused) -> TrainingSet:
         """The method's stage before training, given the trial's ``spec`` and what earlier
         trials made under this trial's ``reusable`` keys (``reused``). The identity here."""
         return TrainingSet(data, spec.epochs)
@@ -287,17 +295,9 @@ class Method(nn.Module):
         return ()
 
     @classmethod
-    def cost(
-        cls,
-        hp: Mapping[str, Any],
-        *,
-        n_train: int,
-        num_classes: int,
-        epochs: int,
-        batch_size: int,
-    ) -> Cost:
+    def cost(cls, hp: Mapping[str, Any], basis: CostBasis) -> Cost:
         """What a trial costs: by default, every epoch over the whole training split."""
-        return Cost(n_train, epochs)
+        return Cost(basis.n_train, basis.epochs)
 
     @classmethod
     def hparam(cls, name: str) -> HParam:

@@ -36,7 +36,16 @@ from typing import Any, ClassVar
 import torch
 
 from kdbench.data.base import to_unit
-from kdbench.methods.base import Cost, HParam, Method, MethodContext, Needs, TrainingSet
+from kdbench.methods.base import (
+    Cost,
+    CostBasis,
+    HParam,
+    Method,
+    MethodContext,
+    Needs,
+    Reused,
+    TrainingSet,
+)
 from kdbench.results.layout import ArtifactKey
 
 
@@ -154,14 +163,7 @@ class SyntheticSetMethod(Method):
         """The synthetic set for ``data`` (a ``DataBundle``), deterministic for a seed."""
         raise NotImplementedError
 
-    def prepare(
-        self,
-        data: Any,
-        *,
-        spec: Any,
-        device: torch.device,
-        reused: Mapping[ArtifactKey, bytes],
-    ) -> TrainingSet:
+    def prepare(self, data: Any, *, spec: Any, device: torch.device, reused: Reused) -> TrainingSet:
         """The set (made now, or the one an earlier trial made) as the training split, for as
         many optimiser steps as a student on the whole split takes (or ``train_epochs``)."""
         (key,) = self.reusable(spec)
@@ -206,22 +208,14 @@ class SyntheticSetMethod(Method):
         return (ArtifactKey("synthetic", slug(f"{spec.method}-{spec.dataset}") + "-" + digest),)
 
     @classmethod
-    def cost(
-        cls,
-        hp: Mapping[str, Any],
-        *,
-        n_train: int,
-        num_classes: int,
-        epochs: int,
-        batch_size: int,
-    ) -> Cost:
+    def cost(cls, hp: Mapping[str, Any], basis: CostBasis) -> Cost:
         """The student's epochs on ``ipc`` × classes images, and the synthesis's time budget
         (a synthesis without one is said to be unbounded)."""
-        n_syn = int(hp["ipc"]) * num_classes
+        n_syn = int(hp["ipc"]) * basis.num_classes
         budget = float(hp.get("time_budget_s", 0.0))
         return Cost(
             n_syn,
-            cls.student_epochs(hp, epochs, n_train, n_syn, batch_size),
+            cls.student_epochs(hp, basis.epochs, basis.n_train, n_syn, basis.batch_size),
             stage_seconds=budget,
             stage_unbounded="time_budget_s" in hp and budget <= 0,
         )

@@ -21,7 +21,7 @@ import torch
 
 from kdbench.data import dataset_info
 from kdbench.methods import MethodContext, method_class
-from kdbench.methods.base import Step
+from kdbench.methods.base import CostBasis, Step
 from kdbench.models import build_model, count_macs
 from kdbench.plan import Plan, TrialSpec
 
@@ -106,11 +106,7 @@ def estimate(
         cpus = spec.resources.cpus
         cls = method_class(spec.trains_method)
         cost = cls.cost(
-            dict(spec.hparams),
-            n_train=n_train,
-            num_classes=info.num_classes,
-            epochs=spec.epochs,
-            batch_size=batch,
+            dict(spec.hparams), CostBasis(n_train, info.num_classes, spec.epochs, batch)
         )
         unbudgeted += cost.stage_unbounded
         cpu_s += cost.stage_seconds * cpus

@@ -26,9 +26,10 @@ from typing import Any
 
 import kdbench
 from kdbench.errors import KdbenchError
+from kdbench.results.layout import CACHE, STUDIES
 from kdbench.results.remote import check_scheme, is_uri
 
-EXCLUDES = ["results/", "_cache/", "_studies/", "*.parquet", ".git/", "__pycache__/"]
+EXCLUDES = ["results/", f"{CACHE}/", f"{STUDIES}/", "*.parquet", ".git/", "__pycache__/"]
 """Never shipped from the suite's directory: results, caches, version control."""
 
 AGENT_WAIT_S = 60.0
