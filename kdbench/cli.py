@@ -6,8 +6,9 @@ Exit status 0 on success; 2 with a one-line reason on a user's mistake (no trace
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite, plan = _suite_and_plan(args.suite)
     results = args.results if args.results else default_results_dir(suite)
+    if not is_uri(str(results)) and Path(results).exists() and not Path(results).is_dir():
+        raise KdbenchError(
+            f"--results {results}: is a file, not a directory; give a directory "
+            "(it is made if it does not exist)"
+        )
     if args.dry_run:
         local = pulled(results) if is_uri(str(results)) else Path(results)
         return _dry_run(plan, local, args.retry_failed)
@@ -104,6 +110,36 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     return 0
 
 
+def _write_output(out: str, write: Callable[[], object]) -> None:
+    """Write ``-o``'s file, or say in one line why it cannot be written there."""
+    try:
+        write()
+    except OSError as exc:
+        raise KdbenchError(
+            f"-o {out}: cannot write it ({exc.strerror or exc}); give a writable path"
+        ) from None
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failure of the machine rather than of the input: where, and what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        what = (
+            "no space left on the device; free some and run the same command again "
+            "(finished trials are kept)"
+        )
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = (
+            f"cannot write there ({exc.strerror}); give a writable results directory "
+            "(--results DIR) or output path (-o FILE)"
+        )
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        what = f"{exc.strerror}: a file stands where a directory is needed"
+    else:
+        what = exc.strerror or str(exc)
+    return where + what
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -119,7 +155,7 @@ def _print_leaderboard(rows: pd.DataFrame, fmt: str, out: str | None) -> None:
 
     text = render(leaderboard(rows, load_reference()), fmt)
     if out:
-        Path(out).write_text(text)
+        _write_output(out, lambda: Path(out).write_text(text))
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -139,7 +175,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     store.load(args.dir)  # a missing or unreadable location is said now, in one line
     local = pulled(args.dir) if is_uri(args.dir) else args.dir
-    print(f"wrote {write_report(local, args.output)}", file=sys.stderr)
+    _write_output(args.output, lambda: write_report(local, args.output))
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -325,18 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kdbench.signals import end_on_sigterm, terminated
+
     args = build_parser().parse_args(argv)
+    end_on_sigterm()
     try:
         return args.func(args)
     except KdbenchError as exc:
         print(f"kdbench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the disk, the file system, a permission: not a bug of kdbench
+        print(f"kdbench: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
+        how = "terminated" if terminated() else "interrupted"
         print(
-            "kdbench: interrupted; finished trials are kept, run the same command to resume",
+            f"kdbench: {how}; finished trials are kept, run the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return 143 if terminated() else 130
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import socket
 
 from kdbench.errors import KdbenchError
+from kdbench.signals import end_on_sigterm
 from kdbench.suite import ResourceConfig
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -48,13 +49,22 @@ def init_ray(
                 f"({str(exc).splitlines()[0]})"
             ) from None
     else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count(),
-            object_store_memory=object_store_memory,
-            include_dashboard=False,
-            **kwargs,
-        )
+        try:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or os.cpu_count(),
+                object_store_memory=object_store_memory,
+                include_dashboard=False,
+                **kwargs,
+            )
+        except (ConnectionError, TimeoutError, RuntimeError, OSError) as exc:
+            raise KdbenchError(
+                f"could not start a local Ray ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'}); check the "
+                "free memory and the space in /tmp (Ray's session files), or give --address "
+                "of a running cluster"
+            ) from None
+    end_on_sigterm()  # ray.init put its own handler in place
     return True
 
 

@@ -166,6 +166,9 @@ class Driver:
                 tick=lambda: progress.set_running(int(min(scheduler.runnable, slots))),
             )
             writer.finish()  # one file per run; the lock is still held
+        except BaseException:  # an error, Ctrl-C or SIGTERM: what was written stays
+            executor.cancel(list(scheduler.inflight))
+            raise
         finally:
             writer.close()  # the lock is released only after a fold in flight
             executor.close()

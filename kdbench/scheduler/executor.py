@@ -9,6 +9,7 @@ made that a trial may reuse (read from the results directory).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,6 +146,13 @@ class RayExecutor:
         if blob is not None:
             self.writer.teacher_weights(spec.trial_id, blob)
         self.weights[spec.trial_id] = ray.put(blob)
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Stop tasks whose outcomes will not be collected (the run is ending on an error or a
+        signal): on a cluster that outlives the driver they would go on using its slots."""
+        for ref in handles:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
 
     def close(self) -> None:
         if self.broker is not None:
