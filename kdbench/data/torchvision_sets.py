@@ -6,6 +6,11 @@ Files are read from ``<root>`` in each format's native layout (torchvision's fol
 files; kdbench keeps that check. When the files are missing, torchvision's download is tried
 once; without a network the error says where to put the files.
 
+Fashion-MNIST is also read from Debian's ``dataset-fashion-mnist`` package where it is
+installed (``kdbench.data.debian``), with no configuration: when the suite names no
+``data.root``, ``$KDBENCH_DATA`` is unset and the default folder does not hold torchvision's
+``FashionMNIST/raw``. A root given either way takes precedence.
+
 SVHN's ``extra`` split (531,131 images) becomes the bundle's unlabeled pool, its labels
 dropped, when ``extra_32x32.mat`` is under ``<root>``; it is never downloaded and never
 required. As uint8 it takes 1.6 GB (531,131 × 3,072 bytes) in every process that holds the
@@ -14,6 +19,7 @@ bundle; only methods that declare ``Needs(transfer_set=True)`` (``pseudo_label``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdbench.data import debian
 from kdbench.data.base import AugmentSpec, DataBundle, carve_val
-from kdbench.data.registry import DATASETS, DatasetInfo
+from kdbench.data.registry import DATASETS, DatasetInfo, default_root
 from kdbench.errors import KdbenchError
 
 
-def _open(name: str, factory: Callable[..., Any], root: Path, **kwargs: Any) -> Any:
+def _open(
+    name: str, factory: Callable[..., Any], root: Path, package: str | None, **kwargs: Any
+) -> Any:
     """The torchvision data set from ``root``, downloading it only if it is not there."""
     try:
         return factory(root=str(root), download=False, **kwargs)
@@ -34,10 +43,25 @@ def _open(name: str, factory: Callable[..., Any], root: Path, **kwargs: Any) -> 
         try:
             return factory(root=str(root), download=True, **kwargs)
         except Exception as exc:
+            also = (
+                f"install Debian's {package} package (apt-get install {package}) or "
+                if package
+                else ""
+            )
             raise KdbenchError(
                 f"data set '{name}' is not under {root} ({missing}) and could not be downloaded "
-                f"({type(exc).__name__}: {exc}); put its files there or set data.root"
+                f"({type(exc).__name__}: {exc}); {also}put its files there in torchvision's "
+                f"layout ({factory.__name__}/raw/ for the MNIST family) or set data.root"
             ) from None
+
+
+def _from_package(package: str | None, root: Path, folder: str) -> tuple[torch.Tensor, ...] | None:
+    """The data set from its Debian package, when no root was chosen and the default holds
+    none of its files; None otherwise."""
+    chosen = bool(os.environ.get("KDBENCH_DATA")) or root != default_root()
+    if package is None or chosen or (root / folder / "raw").is_dir():
+        return None
+    return debian.mnist_family(package)
 
 
 def _images(data: Any, layout: str) -> torch.Tensor:
@@ -61,12 +85,16 @@ def _train_test(
     layout: str,
     label_attr: str,
     split_kw: Callable[[bool], dict[str, Any]],
+    package: str | None = None,
 ) -> tuple[torch.Tensor, ...]:
     import torchvision.datasets as tvd
 
+    found = _from_package(package, root, cls_name)
+    if found is not None:
+        return found
     factory = getattr(tvd, cls_name)
-    train = _open(name, factory, root, **split_kw(True))
-    test = _open(name, factory, root, **split_kw(False))
+    train = _open(name, factory, root, package, **split_kw(True))
+    test = _open(name, factory, root, package, **split_kw(False))
     return (
         _images(train.data, layout),
         _labels(getattr(train, label_attr)),
@@ -87,9 +115,10 @@ def _register(
     label_attr: str = "targets",
     split_kw: Callable[[bool], dict[str, Any]] = lambda train: {"train": train},
     pool: Callable[[Path], torch.Tensor | None] | None = None,
+    package: str | None = None,
 ) -> None:
     def loader(*, root: Path, val_fraction: float = 0.1) -> DataBundle:
-        parts = _train_test(name, cls_name, Path(root), layout, label_attr, split_kw)
+        parts = _train_test(name, cls_name, Path(root), layout, label_attr, split_kw, package)
         return carve_val(
             name,
             *parts,
@@ -122,6 +151,7 @@ _register(
     augment=AugmentSpec(pad=2, flip=True),
     shape=(1, 28, 28),
     sizes=(60000, 10000),
+    package="dataset-fashion-mnist",
 )
 _register(
     "cifar10",
