@@ -17,14 +17,25 @@ class SuiteError(KdbenchError):
         self.source = source
         self.key = key
         where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(where + message)
+        super().__init__(one_line(where + message))
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (a newline inside a value) written as escapes, so
+    that a message stays one line whatever a suite holds."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def choices_hint(value: object, choices: Iterable[str]) -> str:
     """`valid: a, b, c (did you mean 'b'?)` — the closest name is offered for a typo."""
     options = sorted(choices)
     text = "valid: " + ", ".join(options) if options else "nothing is registered"
-    close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
+    # Only a name can be a typo of one; str() of a huge structure must not even be tried.
+    if not isinstance(value, str) or len(value) > 100:
+        return text
+    close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
     if close:
         text += f" (did you mean '{close[0]}'?)"
     return text

@@ -21,14 +21,15 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from kdbench.errors import KdbenchError, SuiteError, choices_hint
+from kdbench.errors import KdbenchError, SuiteError, choices_hint, one_line
 from kdbench.methods.base import HParam, SearchSpace
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -36,7 +37,22 @@ PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "constant")
 PRUNERS = ("median", "hyperband", "none")
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Matched with fullmatch: a pattern ending in `$` also accepts a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_MAX = 100
+"""Characters of a suite's name or a label: they name a directory and trial files."""
+
+# Sane upper bounds, so that an absurd value is refused before any work starts.
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_TRIALS = 100_000
+MAX_SEEDS = 10_000
+MAX_SEED = 2**32 - 1
+SEED_BOUND = "numpy, which seeds Optuna's sampler, takes no seed of 2**32 or more"
+MAX_SUITE_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+"""Nodes of a suite's YAML, an alias counted once for every use (a "billion laughs" suite
+expands a few lines into billions of nodes)."""
 
 
 # --------------------------------------------------------------------------- checks
@@ -54,12 +70,15 @@ class Check:
 
 @dataclass(frozen=True)
 class Int(Check):
-    """An integer (a float such as 3.0 reads as 3), at least ``minimum`` when given."""
+    """An integer (a float such as 3.0 reads as 3) between ``minimum`` and ``maximum`` when
+    given; ``why`` says in the refusal why the maximum is what it is."""
 
     minimum: int | None = None
+    maximum: int | None = None
+    why: str = ""
 
     def parse(self, c: _Checker, value: Any, key: str) -> int:
-        return c.integer(value, key, minimum=self.minimum)
+        return c.integer(value, key, minimum=self.minimum, maximum=self.maximum, why=self.why)
 
 
 @dataclass(frozen=True)
@@ -221,12 +240,16 @@ class Budget:
 
     epochs: int = setting(
         30,
-        Int(minimum=1),
-        "Epochs of every student.",
+        Int(minimum=1, maximum=MAX_EPOCHS),
+        f"Epochs of every student (at most {MAX_EPOCHS}).",
         # A trial's own epochs enter its id instead: a teacher trains teacher.epochs.
         identity="never",
     )
-    batch_size: int = setting(64, Int(minimum=1), "Training images a step.")
+    batch_size: int = setting(
+        64,
+        Int(minimum=1, maximum=MAX_BATCH_SIZE),
+        f"Training images a step (at most {MAX_BATCH_SIZE}).",
+    )
     optimizer: str = setting("sgd", Choice(OPTIMIZERS), "The optimiser of every trial.")
     lr: float = setting(0.05, Number(low=0, low_open=True), "The initial learning rate.")
     momentum: float = setting(
@@ -266,20 +289,30 @@ class DataConfig:
 class TeacherConfig:
     epochs: int = setting(
         30,
-        Int(minimum=1),
-        "Epochs of a teacher trained by kdbench (with the budget's optimiser and schedule).",
+        Int(minimum=1, maximum=MAX_EPOCHS),
+        "Epochs of a teacher trained by kdbench (with the budget's optimiser and schedule; "
+        f"at most {MAX_EPOCHS}).",
     )
-    seed: int = setting(0, Int(minimum=0), "The seed every teacher trains at.")
+    seed: int = setting(
+        0,
+        Int(minimum=0, maximum=MAX_SEED, why=SEED_BOUND),
+        f"The seed every teacher trains at (at most {MAX_SEED}).",
+    )
 
 
 @dataclass(frozen=True)
 class TuningConfig:
     trials: int = setting(
         8,
-        Int(minimum=0),
-        "Tuning trials per cell; 0: the method's defaults (with ``params``), no study.",
+        Int(minimum=0, maximum=MAX_TRIALS),
+        "Tuning trials per cell; 0: the method's defaults (with ``params``), no study "
+        f"(at most {MAX_TRIALS}).",
     )
-    seed: int = setting(0, Int(minimum=0), "The seed tuning trials train at.")
+    seed: int = setting(
+        0,
+        Int(minimum=0, maximum=MAX_SEED, why=SEED_BOUND),
+        f"The seed tuning trials train at and Optuna's sampler draws from (at most {MAX_SEED}).",
+    )
     pruner: str = setting("median", Choice(PRUNERS), "What stops hopeless tuning trials early.")
     timeout_s: float | None = setting(
         None,
@@ -330,9 +363,7 @@ class ResourceConfig:
         Section(Resources, inline=True, keys={"cpus": "cpus_per_trial", "gpus": "gpus_per_trial"}),
         "What each student trial holds.",
     )
-    teacher: Resources = setting(
-        Resources(), Section(Resources), "What each teacher trial holds."
-    )
+    teacher: Resources = setting(Resources(), Section(Resources), "What each teacher trial holds.")
 
 
 SECTIONS: dict[str, type] = {
@@ -438,7 +469,23 @@ def canonical_json(obj: Any) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last),
+    and turns a scalar that cannot be built (``2001-13-45``, an integer of 5000 digits) into a
+    marked YAML error instead of a bare ``ValueError``."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            shown = _show(node.value) if isinstance(node, yaml.ScalarNode) else node.tag
+            reason = (
+                "too many digits for any setting"
+                if node.tag == "tag:yaml.org,2002:int"
+                else _first_line(exc)
+            )
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown}: {reason}", node.start_mark
+            ) from None
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -446,9 +493,13 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a list or a mapping cannot be a key", key_node.start_mark
+            )
         if key in out:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key '{key}' is given twice", key_node.start_mark
+                None, None, f"key {_show(key)} is given twice", key_node.start_mark
             )
         out[key] = loader.construct_object(value_node, deep=True)
     return out
@@ -457,19 +508,100 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def read_yaml(path: Path) -> Any:
+    """A suite file's data; anything that is not a small YAML text is refused in one line."""
+    text = _suite_text(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise KdbenchError(f"{path}: cannot read the suite ({exc.strerror or exc})") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
+        loader = _StrictLoader(text)  # the reader refuses a control character here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_YAML_NODES:
+            raise KdbenchError(
+                f"{path}: the suite expands to more than {MAX_YAML_NODES} YAML nodes (an alias "
+                "counts once for every use); write it out without aliases that multiply"
+            )
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise KdbenchError(f"{path}: {where}YAML syntax error: {exc.problem or exc}") from None
+        raise KdbenchError(
+            f"{path}: {where}YAML syntax error: {exc.problem or _first_line(exc)}"
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        raise KdbenchError(
+            f"{path}: character #x{exc.character:04x} at position {exc.position} is not "
+            "allowed in YAML; a suite is a text file"
+        ) from None
     except yaml.YAMLError as exc:
-        raise KdbenchError(f"{path}: YAML syntax error: {exc}") from None
+        raise KdbenchError(f"{path}: YAML syntax error: {_first_line(exc)}") from None
+    except RecursionError:
+        raise KdbenchError(
+            f"{path}: the suite nests lists or mappings too deeply to read"
+        ) from None
+
+
+def _suite_text(path: Path) -> str:
+    """The file's text, refused before parsing when it is larger than any suite or not UTF-8."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SUITE_BYTES + 1)  # never more, whatever the file is
+    except OSError as exc:
+        raise KdbenchError(f"{path}: cannot read the suite ({exc.strerror or exc})") from None
+    if len(data) > MAX_SUITE_BYTES:
+        raise KdbenchError(
+            f"{path}: larger than {MAX_SUITE_BYTES // 2**20} MiB; a suite is a short YAML "
+            "text file (is this the right file?)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KdbenchError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "a suite is a YAML text file saved as UTF-8"
+        ) from None
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes of the composed document, each alias counted as often as it is used, without
+    building anything: an alias is the same node object each time it appears, so the sizes
+    memoised by node make this linear in the distinct nodes. Counting stops once past
+    ``MAX_YAML_NODES``; a node that contains itself is refused (it has no finite size)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias is used inside its own anchor", node.start_mark
+            )
+        open_nodes.add(id(node))
+        total = 1
+        for child in _children(node):
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                break
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
+def _children(node: yaml.Node) -> Iterator[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        yield from node.value
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
 
 
 # --------------------------------------------------------------------------- the loader
@@ -486,6 +618,8 @@ class _Checker:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.checkpoints: set[str] = set()
+        """Checkpoints read already: pairs that share one read it once."""
 
     def fail(self, key: str, message: str) -> SuiteError:
         return SuiteError(self.source, key, message)
@@ -499,23 +633,37 @@ class _Checker:
             raise self.fail(key or "(top level)", f"expected a mapping, got {_show(raw)}")
         for k in raw:
             if k not in allowed:
-                where = f"{key}.{k}" if key else str(k)
-                raise self.fail(where, f"unknown key '{k}'; {choices_hint(k, allowed)}")
+                name = _text(k) if isinstance(k, str) else _show(k)
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, f"unknown key '{name}'; {choices_hint(k, allowed)}")
         for k in required:
             if k not in raw or raw[k] is None:
                 where = f"{key}.{k}" if key else k
                 raise self.fail(where, "is required")
         return raw
 
-    def integer(self, value: Any, key: str, *, minimum: int | None = None) -> int:
+    def integer(
+        self,
+        value: Any,
+        key: str,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        why: str = "",
+    ) -> int:
+        # An int is never converted to a float: one of 400 digits overflows one.
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or not float(value).is_integer()
+            or (isinstance(value, float) and not value.is_integer())
         ):
             raise self.fail(key, f"{_show(value)} is not an integer")
         if minimum is not None and value < minimum:
             raise self.fail(key, f"{_show(value)} must be ≥ {minimum}")
+        if maximum is not None and value > maximum:
+            raise self.fail(
+                key, f"{_show(value)} must be ≤ {maximum}" + (f" ({why})" if why else "")
+            )
         return int(value)
 
     def number(
@@ -531,7 +679,8 @@ class _Checker:
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or not math.isfinite(value)
+            # math.isfinite would convert an int too large for a float, and overflow
+            or not (math.isfinite(value) if isinstance(value, float) else abs(value) <= _FLOAT_MAX)
         ):
             raise self.fail(key, f"{_show(value)} is not a finite number")
         if low is not None and (value < low or (low_open and value == low)):
@@ -557,11 +706,14 @@ class _Checker:
             raise self.fail(key, f"{_show(value)} is not true or false")
         return value
 
-    def nonempty_list(self, value: Any, key: str) -> list[Any]:
+    def nonempty_list(self, value: Any, key: str, *, most: int | None = None) -> list[Any]:
+        """A list of 1 to ``most`` entries: its length is checked before any entry is."""
         if not isinstance(value, list):
             raise self.fail(key, f"expected a list, got {_show(value)}")
         if not value:
             raise self.fail(key, "is empty; give at least one entry")
+        if most is not None and len(value) > most:
+            raise self.fail(key, f"has {len(value)} entries; give at most {most}")
         return value
 
     def unique(self, items: list[Any], key: str, show: Any = None) -> None:
@@ -573,15 +725,80 @@ class _Checker:
             seen[item] = i
 
 
+_FLOAT_MAX = sys.float_info.max
+SHOW_MAX = 60
+"""Characters of a value that a message shows."""
+
+
 def _show(value: Any) -> str:
+    """A value as a message shows it: one line of at most about ``SHOW_MAX`` characters,
+    whatever the value. A structure is rendered piece by piece and only as far as is shown:
+    a suite's aliases can make one of billions of nodes, which must never be serialised."""
     if isinstance(value, str):
-        return f"'{value}'"
+        return f"'{_text(value)}'"
     if value is None:
         return "null"
-    if isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _integer(value)
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        return _clip(_pieces(value))
+    if isinstance(value, (bytes, bytearray)):
+        value = value[: SHOW_MAX + 1]
+    return _text(repr(value))
+
+
+def _text(text: str, limit: int = SHOW_MAX) -> str:
+    """``text`` cut to ``limit`` characters, control characters (a newline) escaped."""
+    text = one_line(text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _integer(value: int) -> str:
+    if abs(value) < 10**30:
+        return repr(value)
+    if value.bit_length() < 10_000:  # str() of an int refuses more than 4300 digits
+        return f"an integer of {len(str(abs(value)))} digits"
+    return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+
+
+def _clip(pieces: Iterator[str]) -> str:
+    """The pieces joined, drawn only until more than ``SHOW_MAX`` characters are there."""
+    out: list[str] = []
+    length = 0
+    for piece in pieces:
+        out.append(piece)
+        length += len(piece)
+        if length > SHOW_MAX:
+            break
+    return _text("".join(out))
+
+
+def _pieces(value: Any) -> Iterator[str]:
+    """``value`` as JSON-like text, lazily: each level yields a bracket before descending,
+    so a consumer that stops after n characters never goes deeper than n levels (nor loops
+    on a structure that contains itself)."""
+    if isinstance(value, dict):
+        yield "{"
+        for i, (k, v) in enumerate(value.items()):
+            yield ", " if i else ""
+            yield from _pieces(k)
+            yield ": "
+            yield from _pieces(v)
+        yield "}"
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        yield "["
+        for i, v in enumerate(value):
+            yield ", " if i else ""
+            yield from _pieces(v)
+        yield "]"
+    elif isinstance(value, str):
+        yield json.dumps(value[: SHOW_MAX + 1])
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield _integer(value)
+    elif value is None or isinstance(value, (bool, float)):
+        yield json.dumps(value)
+    else:
+        yield json.dumps(_show(value))
 
 
 REQUIRED = ("name", "datasets", "pairs", "methods", "seeds")
@@ -589,32 +806,73 @@ TOP_KEYS = (*REQUIRED, *SECTIONS)
 
 
 def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
-    from kdbench.data import DATASETS
-    from kdbench.models import MODELS
-
     c = _Checker(source)
     raw = c.mapping(raw, "", TOP_KEYS, required=REQUIRED)
+    return Suite(
+        name=_name(c, raw["name"]),
+        datasets=_datasets(c, raw["datasets"]),
+        pairs=_pairs(c, raw["pairs"], base_dir),
+        methods=_methods(c, raw["methods"]),
+        seeds=_seeds(c, raw["seeds"]),
+        **{key: parse_section(c, cls, raw.get(key), key) for key, cls in SECTIONS.items()},
+        source=source,
+    )
 
-    name = c.string(raw["name"], "name")
-    if not _NAME.match(name):
+
+def _name(c: _Checker, raw: Any) -> str:
+    name = c.string(raw, "name")
+    if not _NAME.fullmatch(name):
         raise c.fail(
-            "name", f"'{name}' must be letters, digits, '_', '.' or '-' (it names a directory)"
+            "name", f"{_show(name)} must be letters, digits, '_', '.' or '-' (it names a directory)"
+        )
+    _short(c, name, "name")
+    return name
+
+
+def _short(c: _Checker, name: str, key: str) -> None:
+    if len(name) > NAME_MAX:
+        raise c.fail(
+            key,
+            f"{_show(name)} has {len(name)} characters; give at most {NAME_MAX} "
+            "(it names files and directories)",
         )
 
-    datasets = c.nonempty_list(raw["datasets"], "datasets")
+
+def _datasets(c: _Checker, raw: Any) -> tuple[str, ...]:
+    from kdbench.data import DATASETS
+
+    datasets = c.nonempty_list(raw, "datasets")
     for i, d in enumerate(datasets):
         c.choice(d, f"datasets[{i}]", DATASETS)
     c.unique(datasets, "datasets")
+    _one_id_part(
+        c,
+        [(f"datasets[{i}]", d) for i, d in enumerate(datasets)],
+        "name only one of them in a suite",
+    )
+    return tuple(datasets)
+
+
+def _pairs(c: _Checker, raw: Any, base_dir: Path | None) -> tuple[Pair, ...]:
+    from kdbench.models import MODELS
 
     pairs = [
         _pair(c, p, f"pairs[{i}]", MODELS, base_dir)
-        for i, p in enumerate(c.nonempty_list(raw["pairs"], "pairs"))
+        for i, p in enumerate(c.nonempty_list(raw, "pairs"))
     ]
     c.unique(pairs, "pairs", show=lambda p: f"{p.teacher.arch} → {p.student}")
+    models = [
+        (f"pairs[{i}].{role}", name)
+        for i, p in enumerate(pairs)
+        for role, name in (("teacher", p.teacher.arch), ("student", p.student))
+    ]
+    _one_id_part(c, models, "name only one of them in a suite")
+    return tuple(pairs)
 
+
+def _methods(c: _Checker, raw: Any) -> tuple[MethodEntry, ...]:
     methods = [
-        _method(c, m, f"methods[{i}]")
-        for i, m in enumerate(c.nonempty_list(raw["methods"], "methods"))
+        _method(c, m, f"methods[{i}]") for i, m in enumerate(c.nonempty_list(raw, "methods"))
     ]
     labels = [m.label for m in methods]
     for i, label in enumerate(labels):
@@ -624,22 +882,40 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
                 f"a second entry labelled '{label}'; give one of them "
                 "a distinct label (e.g. label: kd_t8) or remove the duplicate",
             )
+    entries = [(f"methods[{i}]", label) for i, label in enumerate(labels)]
     if "scratch" not in labels:
         methods.insert(0, MethodEntry(name="scratch", label="scratch"))
+        entries.insert(0, ("the scratch entry every suite has", "scratch"))
+    _one_id_part(c, entries, "give one of them a distinct label")
+    return tuple(methods)
 
-    seeds = c.nonempty_list(raw["seeds"], "seeds")
-    seeds = [c.integer(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds)]
+
+def _one_id_part(c: _Checker, entries: list[tuple[str, str]], fix: str) -> None:
+    """Refuse two different names that read alike in trial ids (``plan.slug``: ``kd+x`` and
+    ``kd_plus_x``), case aside (a file system that ignores case keeps one of two files). A
+    label is not in an id's hash, so two such labels of one method would share every trial
+    id, and one row would silently take the other's place."""
+    from kdbench.plan import slug
+
+    seen: dict[str, tuple[str, str]] = {}
+    for key, name in entries:
+        first_key, first = seen.setdefault(slug(name).casefold(), (key, name))
+        if first != name:
+            part = _show(slug(first)) + (", case aside" if slug(first) != slug(name) else "")
+            raise c.fail(
+                key,
+                f"{_show(name)} reads as {_show(first)} ({first_key}) in trial ids ({part}); {fix}",
+            )
+
+
+def _seeds(c: _Checker, raw: Any) -> tuple[int, ...]:
+    seeds = c.nonempty_list(raw, "seeds", most=MAX_SEEDS)
+    seeds = [
+        c.integer(s, f"seeds[{i}]", minimum=0, maximum=MAX_SEED, why=SEED_BOUND)
+        for i, s in enumerate(seeds)
+    ]
     c.unique(seeds, "seeds")
-
-    return Suite(
-        name=name,
-        datasets=tuple(datasets),
-        pairs=tuple(pairs),
-        methods=tuple(methods),
-        seeds=tuple(seeds),
-        **{key: parse_section(c, cls, raw.get(key), key) for key, cls in SECTIONS.items()},
-        source=source,
-    )
+    return tuple(seeds)
 
 
 def _pair(c: _Checker, raw: Any, key: str, models: Any, base_dir: Path | None) -> Pair:
@@ -664,10 +940,36 @@ def _resolve_checkpoint(c: _Checker, ckpt: str, key: str, base_dir: Path | None)
     )
     for cand in candidates:
         if cand.is_file():
-            return str(cand.resolve())
+            path = str(cand.resolve())
+            _loadable_checkpoint(c, path, key)
+            return path
     raise c.fail(
-        key, f"'{ckpt}' is not a file (looked in: {', '.join(str(p) for p in candidates)})"
+        key,
+        f"'{_text(ckpt, _PATH_MAX)}' is not a file "
+        f"(looked in: {', '.join(_text(str(p), _PATH_MAX) for p in candidates)})",
     )
+
+
+_PATH_MAX = 300
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _loadable_checkpoint(c: _Checker, path: str, key: str) -> None:
+    """Load the checkpoint now, as a run's teacher will (weights only), so that a file that
+    is refused is refused by validation and before Ray starts, not by a running trial."""
+    if path in c.checkpoints:
+        return
+    import warnings
+
+    from kdbench.training.weights import read_checkpoint  # imports torch: only when needed
+
+    try:
+        with warnings.catch_warnings():  # torch warns of pickle protocols: not one line
+            warnings.simplefilter("ignore")
+            read_checkpoint(path)
+    except KdbenchError as exc:
+        raise c.fail(key, _ANSI.sub("", str(exc))) from None
+    c.checkpoints.add(path)
 
 
 def _method(c: _Checker, raw: Any, key: str) -> MethodEntry:
@@ -677,18 +979,22 @@ def _method(c: _Checker, raw: Any, key: str) -> MethodEntry:
         raw = {"name": raw}
     raw = c.mapping(raw, key, ("name", "label", "params", "search"), required=("name",))
     name = c.string(raw["name"], f"{key}.name")
+    _short(c, name, f"{key}.name")  # else the registry's refusal shows it whole, twice
     try:
         cls = method_class(name)
     except KdbenchError as exc:
         raise c.fail(f"{key}.name", str(exc)) from None
     label = c.string(raw.get("label", name), f"{key}.label")
-    if not _NAME.match(label.replace("+", "_")):
-        raise c.fail(f"{key}.label", f"'{label}' must be letters, digits, '_', '.', '-' or '+'")
+    if not _NAME.fullmatch(label.replace("+", "_")):
+        raise c.fail(
+            f"{key}.label", f"{_show(label)} must be letters, digits, '_', '.', '-' or '+'"
+        )
+    _short(c, label, f"{key}.label")
     known = {h.name: h for h in cls.hparams}
     params = c.mapping(raw.get("params"), f"{key}.params", tuple(known))
     fixed = []
     for pname, value in params.items():
-        reason = known[pname].check(value)
+        reason = _hp_reason(known[pname], value)
         if reason:
             raise c.fail(f"{key}.params.{pname}", reason)
         fixed.append((pname, known[pname].coerce(value)))
@@ -705,13 +1011,31 @@ def _method(c: _Checker, raw: Any, key: str) -> MethodEntry:
     )
 
 
+def _hp_reason(hp: HParam, value: Any) -> str | None:
+    """``hp.check``, but a value it would render whole (a structure, a long string) or
+    convert to a float (an integer of 400 digits overflows one) is refused here first."""
+    plain = (
+        value is None
+        or isinstance(value, (bool, float))
+        or (isinstance(value, str) and len(value) <= SHOW_MAX)
+    )
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 2**63:
+            return f"{_show(value)} is too large ({hp.domain()})"
+        plain = True
+    if not plain:
+        what = hp.domain() if hp.kind == "categorical" else f"a number ({hp.domain()})"
+        return f"{_show(value)} is not {what}"
+    return hp.check(value)
+
+
 def _search_space(c: _Checker, raw: Any, key: str, hp: HParam) -> SearchSpace:
     """``[low, high]``, ``[low, high, log]``, or ``{choices: [...]}``."""
     if isinstance(raw, dict):
         raw = c.mapping(raw, key, ("choices",), required=("choices",))
         choices = c.nonempty_list(raw["choices"], f"{key}.choices")
         for i, v in enumerate(choices):
-            reason = hp.check(v)
+            reason = _hp_reason(hp, v)
             if reason:
                 raise c.fail(f"{key}.choices[{i}]", reason)
         c.unique(choices, f"{key}.choices")
@@ -726,7 +1050,7 @@ def _search_space(c: _Checker, raw: Any, key: str, hp: HParam) -> SearchSpace:
         )
     low, high = raw[0], raw[1]
     for bound, v in (("low", low), ("high", high)):
-        reason = hp.check(v)
+        reason = _hp_reason(hp, v)
         if reason:
             raise c.fail(key, f"{bound} bound {reason}")
     if not low < high:
@@ -746,10 +1070,12 @@ def _schedule(c: _Checker, raw: Any, key: str) -> Schedule:
             f"{_show(raw)} is not valid; valid: cosine, constant, or {{step: [epochs], gamma: 0.1}}",
         )
     raw = c.mapping(raw, key, ("step", "gamma"), required=("step",))
-    steps = c.nonempty_list(raw["step"], f"{key}.step")
-    steps = [c.integer(s, f"{key}.step[{i}]", minimum=1) for i, s in enumerate(steps)]
+    steps = c.nonempty_list(raw["step"], f"{key}.step", most=MAX_EPOCHS)
+    steps = [
+        c.integer(s, f"{key}.step[{i}]", minimum=1, maximum=MAX_EPOCHS) for i, s in enumerate(steps)
+    ]
     if steps != sorted(set(steps)):
-        raise c.fail(f"{key}.step", f"{steps} must be strictly increasing epochs")
+        raise c.fail(f"{key}.step", f"{_show(steps)} must be strictly increasing epochs")
     gamma = c.number(raw.get("gamma", 0.1), f"{key}.gamma", low=0, low_open=True, high=1)
     return Schedule(kind="step", milestones=tuple(steps), gamma=gamma)
 

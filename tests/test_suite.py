@@ -34,7 +34,10 @@ resources: {cpus_per_trial: 1, gpus_per_trial: 0, teacher: {cpus: 1, gpus: 0}}
 
 @pytest.fixture
 def good_suite(tmp_path):
-    (tmp_path / "mine.pt").write_bytes(b"placeholder")
+    import torch
+
+    # Validation loads a checkpoint (weights only): a placeholder would be refused.
+    torch.save({"w": torch.zeros(1)}, tmp_path / "mine.pt")
     return write_suite(tmp_path, GOOD)
 
 

@@ -20,8 +20,9 @@ def read_checkpoint(path: str) -> bytes:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise KdbenchError(
-            f"{path}: not a loadable weights-only checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__}: "
+            f"{_reason(str(exc))}); kdbench loads only tensors, never code: save the "
+            "state_dict (torch.save(model.state_dict(), path))"
         ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -31,6 +32,14 @@ def read_checkpoint(path: str) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def _reason(text: str) -> str:
+    """torch's reason for refusing a file, without its advice to load it unsafely."""
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        return text.split(marker, 1)[1].strip().split(". ", 1)[0].splitlines()[0].rstrip(".")
+    return text.strip().splitlines()[0] if text.strip() else "no reason given"
 
 
 def load_weights(blob: bytes) -> dict[str, torch.Tensor]:
