@@ -198,7 +198,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             folded = store.compact(args.dir)
     if folded:
         for run_id, n in sorted(folded.items()):
-            print(f"{run_id}: {n} rows -> compacted/{run_id}.parquet")
+            print(f"{run_id}: {n} rows folded into compacted/")
     else:
         print("nothing to compact: no per-trial files")
     return 0

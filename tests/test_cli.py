@@ -128,7 +128,7 @@ def test_leaderboard_formats_report_and_compact_from_the_command_line(tmp_path):
     assert kdbench("report", str(tmp_path), "-o", str(report)).returncode == 0
     assert "<h2>Overall" in report.read_text()
     compacted = kdbench("compact", str(tmp_path))
-    assert compacted.returncode == 0 and "r1: 4 rows -> compacted/r1.parquet" in compacted.stdout
+    assert compacted.returncode == 0 and "r1: 4 rows folded into compacted/" in compacted.stdout
     assert "nothing to compact" in kdbench("compact", str(tmp_path)).stdout
     assert kdbench("report", "/no/such/dir").returncode == 2
 

@@ -39,7 +39,10 @@ class Student(torch.nn.Module):
 
 
 def load_student(results_dir: str | os.PathLike[str], trial_id: str) -> Student:
-    """The student a final trial trained, in eval mode, ready to classify stored images."""
+    """The student a final trial trained, in eval mode, ready to classify stored images.
+
+    A trial id whose file would lie outside the results directory is refused (KdbenchError).
+    """
     path = Layout.of(results_dir).artifact(student_artifact(trial_id))
     if not path.exists():
         raise KdbenchError(f"{path}: no saved student (only final trials that finished save one)")
@@ -53,7 +56,11 @@ def load_student(results_dir: str | os.PathLike[str], trial_id: str) -> Student:
 
 
 def load_synthetic(results_dir: str | os.PathLike[str], artifact: str) -> SyntheticSet:
-    """A ``dd_*`` row's synthetic set (its ``artifact`` column), images in stored scale."""
+    """A ``dd_*`` row's synthetic set (its ``artifact`` column), images in stored scale.
+
+    Rows are untrusted: an ``artifact`` that leads outside the results directory (absolute,
+    climbing with '..', or through a symlink) is refused with a KdbenchError.
+    """
     path = Layout.of(results_dir).artifact(artifact)
     if not path.exists():
         raise KdbenchError(f"{path}: no such synthetic set")

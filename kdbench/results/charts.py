@@ -1,11 +1,16 @@
-"""Small SVG charts for the report: no plotting library, no network, no JavaScript."""
+"""Small SVG charts for the report: no plotting library, no network, no JavaScript.
+
+Labels and titles come from result rows (untrusted): every one goes through ``escape_html``,
+which suits SVG inline in HTML and standalone SVG alike.
+"""
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from kdbench.results.render import escape_html
 
 W, H = 520, 300
 LEFT, RIGHT, TOP, BOTTOM = 60, 16, 24, 70
@@ -46,7 +51,7 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _svg(body: str, title: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-        f'role="img" aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>'
+        f'role="img" aria-label="{escape_html(title)}"><title>{escape_html(title)}</title>'
         f'<rect width="{W}" height="{H}" fill="white"/>{body}</svg>'
     )
 
@@ -65,7 +70,7 @@ def _axis(y_ticks: list[float], y: Callable[[float], float], label: str, fmt: st
         )
     out.append(
         f'<text x="14" y="{(TOP + H - BOTTOM) / 2:.0f}" font-size="12" text-anchor="middle" '
-        f'transform="rotate(-90 14 {(TOP + H - BOTTOM) / 2:.0f})">{html.escape(label)}</text>'
+        f'transform="rotate(-90 14 {(TOP + H - BOTTOM) / 2:.0f})">{escape_html(label)}</text>'
     )
     return "".join(out)
 
@@ -88,6 +93,11 @@ def bar_chart(
     cap: float | None = 100.0,
 ) -> str:
     """Bars with ± error bars; horizontal reference lines (e.g. teacher, scratch)."""
+    # Values come from rows: one that is not finite has no height to draw.
+    bars = [b for b in bars if math.isfinite(b.value)]
+    lines = [(name, v) for name, v in lines if math.isfinite(v)]
+    if not bars:
+        return _svg(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text>', title)
     values = [b.value for b in bars] + [
         b.value - (b.error if math.isfinite(b.error) else 0) for b in bars
     ]
@@ -110,7 +120,7 @@ def bar_chart(
         out.append(
             f'<rect x="{x:.1f}" y="{y(b.value):.1f}" width="{w:.1f}" '
             f'height="{max(y(y0) - y(b.value), 0):.1f}" fill="{color}" opacity="0.85">'
-            f"<title>{html.escape(b.label)}: {b.value:.4g}</title></rect>"
+            f"<title>{escape_html(b.label)}: {b.value:.4g}</title></rect>"
         )
         cx = x + w / 2
         if math.isfinite(b.error) and b.error > 0:
@@ -129,13 +139,13 @@ def bar_chart(
             )
         out.append(
             f'<text x="{cx:.1f}" y="{H - BOTTOM + 14}" font-size="11" text-anchor="end" '
-            f'transform="rotate(-35 {cx:.1f} {H - BOTTOM + 14})">{html.escape(b.label)}</text>'
+            f'transform="rotate(-35 {cx:.1f} {H - BOTTOM + 14})">{escape_html(b.label)}</text>'
         )
     for name, v in lines:
         out.append(
             f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{W - RIGHT}" y2="{y(v):.1f}" stroke="#444" '
             f'stroke-dasharray="5 4"/><text x="{W - RIGHT - 2}" y="{y(v) - 4:.1f}" font-size="11" '
-            f'text-anchor="end">{html.escape(name)}</text>'
+            f'text-anchor="end">{escape_html(name)}</text>'
         )
     return _svg("".join(out), title)
 
@@ -190,7 +200,7 @@ def scatter(
             )
     out.append(
         f'<text x="{(LEFT + W - RIGHT) / 2:.0f}" y="{H - BOTTOM + 36}" font-size="12" '
-        f'text-anchor="middle">{html.escape(xlabel)}{" (log)" if log_x else ""}</text>'
+        f'text-anchor="middle">{escape_html(xlabel)}{" (log)" if log_x else ""}</text>'
     )
     series = sorted({p.series for p in pts})
     for p in pts:
@@ -198,18 +208,18 @@ def scatter(
         fill = "white" if p.hollow else color
         out.append(
             f'<circle cx="{X(tx(p.x)):.1f}" cy="{Y(p.y):.1f}" r="5" fill="{fill}" stroke="{color}" '
-            f'stroke-width="2"><title>{html.escape(p.label)}</title></circle>'
+            f'stroke-width="2"><title>{escape_html(p.label)}</title></circle>'
         )
         if names:
             out.append(
                 f'<text x="{X(tx(p.x)) + 7:.1f}" y="{Y(p.y) - 6:.1f}" font-size="10">'
-                f"{html.escape(p.label.split(' on ')[0])}</text>"
+                f"{escape_html(p.label.split(' on ')[0])}</text>"
             )
     for i, s in enumerate(series if len(series) > 1 or series[0] else []):
         color = PALETTE[i % len(PALETTE)]
         out.append(
             f'<circle cx="{LEFT + 10 + 110 * (i % 4)}" cy="{H - 14 - 14 * (i // 4)}" r="5" '
             f'fill="{color}"/><text x="{LEFT + 18 + 110 * (i % 4)}" y="{H - 10 - 14 * (i // 4)}" '
-            f'font-size="11">{html.escape(s)}</text>'
+            f'font-size="11">{escape_html(s)}</text>'
         )
     return _svg("".join(out), title)

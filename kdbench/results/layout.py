@@ -13,13 +13,21 @@ Everything that is not a result row sits under a name that starts with '_', so P
 readers (pyarrow skips '_' and '.' names) see the rows and nothing else. Paths *relative* to
 the directory (``artifact`` in a row, a method's artifact key) are what trials and rows hold:
 a results directory can move, or live at a URI, and its rows stay right.
+
+What a row holds is untrusted (results directories are shared): a path taken from a row must
+resolve inside the directory (``Layout.inside``), and a run id becomes a file name only when
+it is a plain one (``Layout.compacted_file``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from kdbench.errors import KdbenchError
 
 TRIALS = "trials"
 COMPACTED = "compacted"
@@ -28,6 +36,7 @@ CACHE = "_cache"
 ARTIFACTS = "_artifacts"
 RUNS = "_runs"
 ROW_FOLDERS = (TRIALS, COMPACTED)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,11 @@ class Layout:
         return self.root / TRIALS / f"{trial_id}.parquet"
 
     def compacted_file(self, run_id: str) -> Path:
+        """A run's compacted file. The run id comes from rows, so one that is not a plain file
+        name (a '/', a leading '.') is replaced by its digest: a row cannot choose where
+        compaction writes."""
+        if not _PLAIN_NAME.fullmatch(run_id):
+            run_id = "run-" + hashlib.sha256(run_id.encode()).hexdigest()[:16]
         return self.root / COMPACTED / f"{run_id}.parquet"
 
     def row_folders(self) -> list[Path]:
@@ -77,8 +91,22 @@ class Layout:
         return self.root / CACHE / "teachers" / f"{teacher_id}.pt"
 
     def artifact(self, key: ArtifactKey | str) -> Path:
-        """An artifact's file, from its key or from a row's relative ``artifact`` path."""
-        return self.root / (key.relative if isinstance(key, ArtifactKey) else key)
+        """An artifact's file, from its key or from a row's relative ``artifact`` path.
+
+        Refused (a KdbenchError) when it resolves outside the directory: an absolute path, a
+        '..' that climbs out, or a symlink that points out.
+        """
+        path = self.root / (key.relative if isinstance(key, ArtifactKey) else key)
+        if not self.inside(path):
+            raise KdbenchError(f"{path}: outside the results directory {self.root}; refused")
+        return path
+
+    def inside(self, path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` resolves, every symlink followed, to the directory or below it."""
+        try:
+            return Path(path).resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL: no file there
+            return False
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / RUNS / run_id
@@ -92,3 +120,15 @@ class Layout:
 
     def lock(self) -> Path:
         return self.root / RUNS / ".lock"
+
+    def written_folders(self) -> list[Path]:
+        """Every folder files are written into (atomically, through a temporary file)."""
+        folders = [*self.row_folders(), self.root / STUDIES, self.root / CACHE / "teachers"]
+        folders += _subfolders(self.root / ARTIFACTS)
+        for run in _subfolders(self.root / RUNS):
+            folders += [run, run / "curves"]
+        return folders
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []

@@ -99,8 +99,13 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _ipc(hparams: object) -> float:
-    """A cell's ``ipc`` (dataset distillation), from one of its rows' hyperparameters."""
-    value = json.loads(hparams).get("ipc") if isinstance(hparams, str) and hparams else None
+    """A cell's ``ipc`` (dataset distillation), from one of its rows' hyperparameters (none
+    where a row's ``hparams`` is not a JSON object: rows are untrusted)."""
+    try:
+        hp = json.loads(hparams) if isinstance(hparams, str) and hparams else {}
+    except ValueError:
+        hp = {}
+    value = hp.get("ipc") if isinstance(hp, dict) else None
     return float(value) if isinstance(value, (int, float)) else np.nan
 
 

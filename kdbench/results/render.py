@@ -2,6 +2,11 @@
 
 The rich formats (Markdown, HTML, LaTeX) mark the best value of each score column per pair;
 CSV and JSON keep raw numbers for further analysis.
+
+Names in the tables (method, data set, teacher, student) come from result rows, which anyone
+who shares the results directory can write: every one is escaped for its format on its way
+out (``escape_html``, ``escape_markdown``, ``escape_latex``), and loses its control
+characters (a newline would break a table's row, a terminal escape would reach the terminal).
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -32,6 +39,63 @@ PAIR_SHOWN = (
 )
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_MARKDOWN = re.compile(r"([\\`*<>\[\]|&~#])")
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "±": r"$\pm$",
+    "→": r"$\to$",
+    "Δ": r"$\Delta$",
+    "–": "--",
+}
+
+
+def one_line(value: object) -> str:
+    """A value as text on one line: control characters (newlines, escapes) become spaces."""
+    return _CONTROL.sub(" ", str(value))
+
+
+def escape_html(value: object) -> str:
+    """Text for HTML and SVG, in an element or a quoted attribute."""
+    return html.escape(one_line(value), quote=True)
+
+
+def escape_markdown(value: object) -> str:
+    """Text for a Markdown heading or table cell: no markup, links, HTML or column breaks."""
+    return _MARKDOWN.sub(r"\\\1", one_line(value))
+
+
+def escape_latex(value: object) -> str:
+    """Text for LaTeX's text mode: every special character typeset as itself."""
+    return "".join(_LATEX.get(c, c) for c in one_line(value))
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How a format writes its cells: a value from the rows, its own text, a best value."""
+
+    value: Callable[[object], str]
+    text: Callable[[str], str]
+    best: Callable[[str], str]
+
+
+MARKDOWN = _Style(escape_markdown, str, lambda t: f"**{t}**")
+HTML = _Style(escape_html, escape_html, lambda t: f'<strong class="best">{t}</strong>')
+LATEX = _Style(escape_latex, escape_latex, lambda t: f"\\textbf{{{t}}}")
+
+
 def missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
@@ -52,8 +116,8 @@ def pair_title(dataset: str, teacher: str, student: str, teacher_acc: float | No
     return title
 
 
-def _cells(row: pd.Series, best: dict[str, bool], mark: Callable[[str], str]) -> list[str]:
-    out = [str(row["method"])]
+def _cells(row: pd.Series, best: dict[str, bool], style: _Style) -> list[str]:
+    out = [style.value(row["method"])]
     for col in PAIR_SHOWN:
         m = METRICS[col]
         text = fmt(row[col], m)
@@ -61,7 +125,8 @@ def _cells(row: pd.Series, best: dict[str, bool], mark: Callable[[str], str]) ->
             text += f" ± {fmt(row['std'], METRICS['std'])}"
         if col == "p_vs_kd" and row.get("significant") is True:
             text += "*"
-        out.append(mark(text) if best.get(col) else text)
+        text = style.text(text)
+        out.append(style.best(text) if best.get(col) else text)
     return out
 
 
@@ -82,10 +147,10 @@ def _headers() -> list[str]:
 
 
 def _simple_rows(
-    frame: pd.DataFrame, metrics: tuple[Metric, ...], keys: list[str]
+    frame: pd.DataFrame, metrics: tuple[Metric, ...], keys: list[str], style: _Style
 ) -> list[list[str]]:
     return [
-        [str(r[k]) for k in keys] + [fmt(r[m.column], m) for m in metrics]
+        [style.value(r[k]) for k in keys] + [style.text(fmt(r[m.column], m)) for m in metrics]
         for _, r in frame.iterrows()
     ]
 
@@ -107,23 +172,20 @@ def markdown(board: Leaderboard) -> str:
         return "No finished final trials yet: nothing to rank.\n"
     out = []
     for title, group, best in _pair_groups(board):
-        rows = [
-            _cells(r, b, lambda t: f"**{t}**")
-            for (_, r), b in zip(group.iterrows(), best, strict=True)
-        ]
-        out.append(f"### {title}\n\n" + _md_table(_headers(), rows))
+        rows = [_cells(r, b, MARKDOWN) for (_, r), b in zip(group.iterrows(), best, strict=True)]
+        out.append(f"### {escape_markdown(title)}\n\n" + _md_table(_headers(), rows))
     out.append(
         "### Overall\n\n"
         + _md_table(
             ["method", *(m.label for m in OVERALL_METRICS)],
-            _simple_rows(board.overall, OVERALL_METRICS, ["method"]),
+            _simple_rows(board.overall, OVERALL_METRICS, ["method"], MARKDOWN),
         )
     )
     out.append(
         "### Cost\n\n"
         + _md_table(
             ["data set", "teacher", "student", "method", *(m.label for m in COST_METRICS)],
-            _simple_rows(board.cost, COST_METRICS, [*PAIR_KEYS, "method"]),
+            _simple_rows(board.cost, COST_METRICS, [*PAIR_KEYS, "method"], MARKDOWN),
             left=4,
         )
     )
@@ -165,32 +227,26 @@ def json_text(board: Leaderboard) -> str:
 
 
 def _html_table(header: list[str], rows: list[list[str]], classes: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    """``rows``: cells already HTML."""
+    head = "".join(f"<th>{escape_html(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def html_tables(board: Leaderboard) -> dict[str, str]:
-    """Each pair's table, the overall table and the cost table, as HTML fragments."""
+    """Each pair's table, the overall table and the cost table, as HTML fragments (keyed by
+    their titles as text: escape a title on its way into HTML)."""
     out: dict[str, str] = {}
     for title, group, best in _pair_groups(board):
-        rows = [
-            [
-                html.escape(c) if i == 0 else c
-                for i, c in enumerate(
-                    _cells(r, b, lambda t: f'<strong class="best">{html.escape(t)}</strong>')
-                )
-            ]
-            for (_, r), b in zip(group.iterrows(), best, strict=True)
-        ]
+        rows = [_cells(r, b, HTML) for (_, r), b in zip(group.iterrows(), best, strict=True)]
         out[title] = _html_table(_headers(), rows, "pair")
     out["Overall"] = _html_table(
         ["method", *(m.label for m in OVERALL_METRICS)],
-        _simple_rows(board.overall, OVERALL_METRICS, ["method"]),
+        _simple_rows(board.overall, OVERALL_METRICS, ["method"], HTML),
     )
     out["Cost"] = _html_table(
         ["data set", "teacher", "student", "method", *(m.label for m in COST_METRICS)],
-        _simple_rows(board.cost, COST_METRICS, [*PAIR_KEYS, "method"]),
+        _simple_rows(board.cost, COST_METRICS, [*PAIR_KEYS, "method"], HTML),
     )
     return out
 
@@ -211,32 +267,18 @@ figcaption{font-size:.85rem;color:#444}
 
 def html_page(board: Leaderboard, title: str = "kdbench leaderboard") -> str:
     sections = "".join(
-        f"<h2>{html.escape(t)}</h2>{table}" for t, table in html_tables(board).items()
+        f"<h2>{escape_html(t)}</h2>{table}" for t, table in html_tables(board).items()
     )
     if board.pairs.empty:
         sections = "<p>No finished final trials yet: nothing to rank.</p>"
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
-        f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{sections}"
-        f'<p class="note">{html.escape(FOOTNOTE)}</p></body></html>\n'
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape_html(title)}'
+        f"</title><style>{STYLE}</style></head><body><h1>{escape_html(title)}</h1>{sections}"
+        f'<p class="note">{escape_html(FOOTNOTE)}</p></body></html>\n'
     )
 
 
 # ----------------------------------------------------------------------------- LaTeX
-
-
-def _tex(text: str) -> str:
-    return (
-        text.replace("\\", r"\textbackslash{}")
-        .replace("&", r"\&")
-        .replace("%", r"\%")
-        .replace("_", r"\_")
-        .replace("#", r"\#")
-        .replace("±", r"$\pm$")
-        .replace("→", r"$\to$")
-        .replace("Δ", r"$\Delta$")
-        .replace("–", "--")
-    )
 
 
 def latex(board: Leaderboard) -> str:
@@ -246,19 +288,16 @@ def latex(board: Leaderboard) -> str:
     out = ["% kdbench leaderboard; needs \\usepackage{booktabs}"]
     for title, group, best in _pair_groups(board):
         rows = [
-            " & ".join(
-                _tex(c).replace("\x01", "\\textbf{").replace("\x02", "}")
-                for c in _cells(r, b, lambda t: f"\x01{t}\x02")
-            )
+            " & ".join(_cells(r, b, LATEX))
             for (_, r), b in zip(group.iterrows(), best, strict=True)
         ]
-        header = " & ".join(_tex(h) for h in _headers())
+        header = " & ".join(escape_latex(h) for h in _headers())
         out.append(
             "\n".join(
                 [
                     "\\begin{table}[t]",
                     "\\centering",
-                    f"\\caption{{{_tex(title)}}}",
+                    f"\\caption{{{escape_latex(title)}}}",
                     "\\begin{tabular}{l" + "r" * len(PAIR_SHOWN) + "}",
                     "\\toprule",
                     header + " \\\\",

@@ -1,27 +1,39 @@
 """``kdbench report``: one self-contained HTML file (no network, no JavaScript) with the
 leaderboard tables, per-pair bar charts with error bars, accuracy against cost, the
 sensitivity of each tuned method to its hyperparameters, and dataset-distillation images.
+
+What the rows hold is untrusted (results directories are shared): every value is escaped on
+its way into the page, and only artifacts inside the results directory are embedded.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 import kdbench
+from kdbench.errors import KdbenchError
 from kdbench.results import store
 from kdbench.results.charts import Bar, Point, bar_chart, scatter
 from kdbench.results.layout import Layout
 from kdbench.results.leaderboard import PAIR_KEYS, Leaderboard, leaderboard
 from kdbench.results.reference import load_reference
-from kdbench.results.render import FOOTNOTE, STYLE, html_tables, pair_title
+from kdbench.results.render import (
+    FOOTNOTE,
+    STYLE,
+    escape_html,
+    html_tables,
+    one_line,
+    pair_title,
+)
 
 
 def _runs(results_dir: Path) -> list[dict]:
@@ -115,40 +127,72 @@ def _sensitivity(rows: pd.DataFrame) -> list[tuple[str, str]]:
 
 def _image_grids(rows: pd.DataFrame, results_dir: Path) -> list[tuple[str, str]]:
     """(caption, PNG data URI) for every artifact holding images (synthetic sets)."""
+    out = []
+    with_artifact = rows[rows["artifact"].notna() & (rows["phase"] == "final")]
+    for r in with_artifact.drop_duplicates("artifact").itertuples():
+        blob = _artifact_blob(r, results_dir)
+        if blob is None:
+            continue
+        try:
+            uri, count = _grid_uri(blob)
+        except Exception as exc:  # a tensor of the wrong shape or kind, from a shared directory
+            warnings.warn(
+                f"trial {one_line(r.trial_id)}: artifact {one_line(r.artifact)} holds no images "
+                f"to draw ({one_line(exc)}); not embedded",
+                stacklevel=2,
+            )
+            continue
+        out.append((f"{r.method} on {r.dataset} ({count} images, seed {r.seed})", uri))
+    return out
+
+
+def _artifact_blob(r: Any, results_dir: Path) -> dict | None:
+    """What a row's artifact holds when it is a dict with ``images``; refused, with a
+    warning, when its path leads outside the results directory."""
+    import torch
+
+    try:
+        path = Layout(results_dir).artifact(r.artifact)
+    except KdbenchError:
+        warnings.warn(
+            f"trial {one_line(r.trial_id)}: artifact {one_line(r.artifact)} is outside the "
+            f"results directory {results_dir}; not read",
+            stacklevel=3,
+        )
+        return None
+    if path.suffix != ".pt" or not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(blob, dict) or not isinstance(blob.get("images"), torch.Tensor):
+        return None
+    return blob
+
+
+def _grid_uri(blob: dict) -> tuple[str, int]:
+    """A synthetic set's images as one PNG grid (a row per class), as a data URI."""
     import torch
     from PIL import Image
     from torchvision.utils import make_grid
 
-    out = []
-    with_artifact = rows[rows["artifact"].notna() & (rows["phase"] == "final")]
-    for r in with_artifact.drop_duplicates("artifact").itertuples():
-        path = Layout(results_dir).artifact(r.artifact)
-        if path.suffix != ".pt" or not path.exists():
-            continue
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            continue
-        if not isinstance(blob, dict) or not isinstance(blob.get("images"), torch.Tensor):
-            continue
-        images = blob["images"].float()
-        labels = blob.get("labels")
-        if isinstance(labels, torch.Tensor) and len(labels) == len(images):
-            order = torch.argsort(labels, stable=True)
-            images = images[order]
-            per_class = int(torch.bincount(labels).max())
-        else:
-            per_class = 10
-        grid = make_grid(images, nrow=max(per_class, 1), normalize=True, scale_each=True, padding=1)
-        array = (grid.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()
-        img = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
-        scale = max(1, 256 // max(img.size))
-        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        out.append((f"{r.method} on {r.dataset} ({len(images)} images, seed {r.seed})", uri))
-    return out
+    images = blob["images"].float()
+    labels = blob.get("labels")
+    if isinstance(labels, torch.Tensor) and len(labels) == len(images):
+        order = torch.argsort(labels, stable=True)
+        images = images[order]
+        per_class = int(torch.bincount(labels).max())
+    else:
+        per_class = 10
+    grid = make_grid(images, nrow=max(per_class, 1), normalize=True, scale_each=True, padding=1)
+    array = (grid.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()
+    img = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
+    scale = max(1, 256 // max(img.size))
+    img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), len(images)
 
 
 def build_report(results_dir: str | os.PathLike[str]) -> str:
@@ -158,12 +202,12 @@ def build_report(results_dir: str | os.PathLike[str]) -> str:
     runs = _runs(root)
     suites = ", ".join(sorted(rows["suite"].dropna().unique())) or root.name
     title = f"kdbench report: {suites}"
-    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts = [f"<h1>{escape_html(title)}</h1>"]
     counts = rows.groupby(["phase", "status"]).size() if len(rows) else pd.Series(dtype=int)
     summary = ", ".join(f"{n} {phase} {status}" for (phase, status), n in counts.items())
     parts.append(
-        f'<p class="note">{len(rows)} result rows ({html.escape(summary)}) in '
-        f"{html.escape(str(root))}; {len(runs)} runs; kdbench {kdbench.__version__}.</p>"
+        f'<p class="note">{len(rows)} result rows ({escape_html(summary)}) in '
+        f"{escape_html(str(root))}; {len(runs)} runs; kdbench {kdbench.__version__}.</p>"
     )
     tables = html_tables(board)
     if board.pairs.empty:
@@ -171,7 +215,7 @@ def build_report(results_dir: str | os.PathLike[str]) -> str:
     for key, group in board.pairs.groupby(PAIR_KEYS, sort=False):
         t_title = pair_title(*key, group["teacher_acc"].iloc[0])
         parts.append(
-            f"<h2>{html.escape(t_title)}</h2>{tables[t_title]}"
+            f"<h2>{escape_html(t_title)}</h2>{tables[t_title]}"
             f"<figure>{_pair_chart(group, key)}<figcaption>Mean test accuracy over the final "
             "seeds, ± one standard deviation; dashed: the teacher; ◇: the published number."
             "</figcaption></figure>"
@@ -193,20 +237,20 @@ def build_report(results_dir: str | os.PathLike[str]) -> str:
             "were pruned or failed.</p>"
         )
         parts += [
-            f"<figure>{svg}<figcaption>{html.escape(c)}</figcaption></figure>" for c, svg in sens
+            f"<figure>{svg}<figcaption>{escape_html(c)}</figcaption></figure>" for c, svg in sens
         ]
     grids = _image_grids(rows, root)
     if grids:
         parts.append("<h2>Dataset distillation: synthetic sets</h2>")
         parts += [
-            f'<figure><img alt="{html.escape(c)}" src="{uri}"><figcaption>{html.escape(c)}'
+            f'<figure><img alt="{escape_html(c)}" src="{uri}"><figcaption>{escape_html(c)}'
             "</figcaption></figure>"
             for c, uri in grids
         ]
     if runs:
         run_rows = "".join(
-            f"<tr><td>{html.escape(str(r['run_id']))}</td><td>{html.escape(str(r['started_at']))}"
-            f"</td><td>{html.escape(str(r['git_sha']))}</td><td>{html.escape(str(r['source']))}"
+            f"<tr><td>{escape_html(str(r['run_id']))}</td><td>{escape_html(str(r['started_at']))}"
+            f"</td><td>{escape_html(str(r['git_sha']))}</td><td>{escape_html(str(r['source']))}"
             "</td></tr>"
             for r in runs
         )
@@ -214,9 +258,9 @@ def build_report(results_dir: str | os.PathLike[str]) -> str:
             "<h2>Runs</h2><table><thead><tr><th>run</th><th>started</th><th>git</th>"
             f"<th>suite file</th></tr></thead><tbody>{run_rows}</tbody></table>"
         )
-    parts.append(f'<p class="note">{html.escape(FOOTNOTE)}</p>')
+    parts.append(f'<p class="note">{escape_html(FOOTNOTE)}</p>')
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape_html(title)}'
         f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
 
