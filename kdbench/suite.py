@@ -234,6 +234,13 @@ class Schedule:
         )
 
 
+def seed_setting(doc: str) -> Any:
+    """A seed's setting: every seed goes to numpy (through Optuna's sampler) and to torch."""
+    return setting(
+        0, Int(minimum=0, maximum=MAX_SEED, why=SEED_BOUND), f"{doc} (at most {MAX_SEED})."
+    )
+
+
 @dataclass(frozen=True)
 class Budget:
     """How every student (and, with ``teacher.epochs``, every teacher) is trained."""
@@ -293,11 +300,7 @@ class TeacherConfig:
         "Epochs of a teacher trained by kdbench (with the budget's optimiser and schedule; "
         f"at most {MAX_EPOCHS}).",
     )
-    seed: int = setting(
-        0,
-        Int(minimum=0, maximum=MAX_SEED, why=SEED_BOUND),
-        f"The seed every teacher trains at (at most {MAX_SEED}).",
-    )
+    seed: int = seed_setting("The seed every teacher trains at")
 
 
 @dataclass(frozen=True)
@@ -308,11 +311,7 @@ class TuningConfig:
         "Tuning trials per cell; 0: the method's defaults (with ``params``), no study "
         f"(at most {MAX_TRIALS}).",
     )
-    seed: int = setting(
-        0,
-        Int(minimum=0, maximum=MAX_SEED, why=SEED_BOUND),
-        f"The seed tuning trials train at and Optuna's sampler draws from (at most {MAX_SEED}).",
-    )
+    seed: int = seed_setting("The seed tuning trials train at and Optuna's sampler draws from")
     pruner: str = setting("median", Choice(PRUNERS), "What stops hopeless tuning trials early.")
     timeout_s: float | None = setting(
         None,
