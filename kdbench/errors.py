@@ -28,6 +28,12 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type when it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def choices_hint(value: object, choices: Iterable[str]) -> str:
     """`valid: a, b, c (did you mean 'b'?)` — the closest name is offered for a typo."""
     options = sorted(choices)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kdbench.errors import KdbenchError, SuiteError, choices_hint, one_line
+from kdbench.errors import KdbenchError, SuiteError, choices_hint, first_line, one_line
 from kdbench.methods.base import HParam, SearchSpace
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -480,7 +480,7 @@ class _StrictLoader(yaml.SafeLoader):
             reason = (
                 "too many digits for any setting"
                 if node.tag == "tag:yaml.org,2002:int"
-                else _first_line(exc)
+                else first_line(exc)
             )
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {shown}: {reason}", node.start_mark
@@ -507,11 +507,6 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def read_yaml(path: Path) -> Any:
     """A suite file's data; anything that is not a small YAML text is refused in one line."""
     text = _suite_text(path)
@@ -530,7 +525,7 @@ def read_yaml(path: Path) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise KdbenchError(
-            f"{path}: {where}YAML syntax error: {exc.problem or _first_line(exc)}"
+            f"{path}: {where}YAML syntax error: {exc.problem or first_line(exc)}"
         ) from None
     except yaml.reader.ReaderError as exc:
         raise KdbenchError(
@@ -538,7 +533,7 @@ def read_yaml(path: Path) -> Any:
             "allowed in YAML; a suite is a text file"
         ) from None
     except yaml.YAMLError as exc:
-        raise KdbenchError(f"{path}: YAML syntax error: {_first_line(exc)}") from None
+        raise KdbenchError(f"{path}: YAML syntax error: {first_line(exc)}") from None
     except RecursionError:
         raise KdbenchError(
             f"{path}: the suite nests lists or mappings too deeply to read"

@@ -33,7 +33,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from kdbench.errors import KdbenchError, choices_hint
+from kdbench.errors import KdbenchError, choices_hint, first_line
 from kdbench.results.layout import COMPACTED, ROW_FOLDERS, TRIALS, Layout
 from kdbench.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION
 
@@ -220,12 +220,8 @@ def _verdict(fragment: ds.ParquetFileFragment) -> str | None:
     except FileNotFoundError:
         return _GONE
     except (OSError, pa.ArrowException) as exc:
-        return f"unreadable result file ({_first_line(exc)})"
+        return f"unreadable result file ({first_line(exc)})"
     return None if reason is None else f"not a kdbench result file ({reason}); left as it is"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _skip(path: Path, why: str) -> None:
@@ -335,7 +331,7 @@ def _read_alone(
     except FileNotFoundError:
         return _GONE
     except (OSError, pa.ArrowException) as exc:
-        return f"unreadable result file ({_first_line(exc)})"
+        return f"unreadable result file ({first_line(exc)})"
 
 
 def read_table(

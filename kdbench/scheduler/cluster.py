@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 
-from kdbench.errors import KdbenchError
+from kdbench.errors import KdbenchError, first_line
 from kdbench.signals import end_on_sigterm
 from kdbench.suite import ResourceConfig
 
@@ -59,8 +59,7 @@ def init_ray(
             )
         except (ConnectionError, TimeoutError, RuntimeError, OSError) as exc:
             raise KdbenchError(
-                f"could not start a local Ray ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'}); check the "
+                f"could not start a local Ray ({type(exc).__name__}: {first_line(exc)}); check the "
                 "free memory and the space in /tmp (Ray's session files), or give --address "
                 "of a running cluster"
             ) from None

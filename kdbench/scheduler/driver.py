@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import provenance
-from kdbench.plan import Plan, TeacherSpec, expand
+from kdbench.plan import Plan, TeacherSpec, TrialSpec, expand
 from kdbench.results import store
 from kdbench.results.layout import Layout
 from kdbench.results.remote import Mirror, is_uri
@@ -89,6 +89,15 @@ class Driver:
         self.run_id = new_run_id()
         self.info = RunInfo(run_id=self.run_id, suite=self.suite.name, git_sha=provenance.git_sha())
         self.finished: dict[str, str] = {}
+        self._book_args: tuple[Any, ...] | None = None
+
+    @property
+    def book_args(self) -> tuple[Any, ...]:
+        """The study book's arguments (the driver's book and the study actor's): made once,
+        as sizing each study's validation split may read a data set's folder."""
+        if self._book_args is None:
+            self._book_args = book_args(self.plan, str(self.results_dir))
+        return self._book_args
 
     def run(self, address: str | None = None) -> RunSummary:
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +129,7 @@ class Driver:
         self.finished = store.finished_trials(self.results_dir)
         tuner = None
         if self.plan.studies:
-            book = StudyBook(*book_args(self.plan, str(self.results_dir)))
+            book = StudyBook(*self.book_args)
             tuner = Tuner(self.plan, book, tune_rows(self.results_dir))
         work = remaining(
             self.plan,
@@ -139,10 +148,11 @@ class Driver:
 
         t0 = time.monotonic()
         writer = ResultWriter(self.layout, self.run_id, mirror=self.mirror)
-        executor = RayExecutor(
-            self.suite, self.info, writer, book_args(self.plan, str(self.results_dir))
-        )
-        wanted = lambda spec: is_pending(self.finished.get(spec.trial_id), self.retry_failed)  # noqa: E731
+        executor = RayExecutor(self.suite, self.info, writer, self.book_args)
+
+        def wanted(spec: TrialSpec) -> bool:
+            return is_pending(self.finished.get(spec.trial_id), self.retry_failed)
+
         scheduler = Scheduler(work, tuner, slots, wanted=wanted)
         progress = self.progress or Progress(work.expected, live=self.live, slots=slots)
 

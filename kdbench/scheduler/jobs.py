@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import kdbench
-from kdbench.errors import KdbenchError
+from kdbench.errors import KdbenchError, first_line
 from kdbench.results.layout import CACHE, STUDIES
 from kdbench.results.remote import check_scheme, is_uri
 
@@ -50,13 +50,8 @@ def _client(address: str) -> Any:
         return JobSubmissionClient(address)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError here
         raise KdbenchError(
-            f"--address {address}: no Ray dashboard answers there ({_first_line(exc)})"
+            f"--address {address}: no Ray dashboard answers there ({first_line(exc)})"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def results_dir(results: str | None, suite_name: str) -> str:
@@ -117,9 +112,7 @@ def submit(
             if "No available agent" in str(exc) and time.monotonic() < deadline:
                 time.sleep(1.0)
                 continue
-            raise KdbenchError(
-                f"{address}: the job was not accepted ({_first_line(exc)})"
-            ) from None
+            raise KdbenchError(f"{address}: the job was not accepted ({first_line(exc)})") from None
 
 
 def status(job_id: str, *, address: str) -> str:
@@ -128,7 +121,7 @@ def status(job_id: str, *, address: str) -> str:
     try:
         return str(client.get_job_status(job_id).value)
     except Exception as exc:
-        raise KdbenchError(f"job {job_id}: {_first_line(exc)}") from None
+        raise KdbenchError(f"job {job_id}: {first_line(exc)}") from None
 
 
 def logs(job_id: str, *, address: str) -> str:
@@ -136,7 +129,7 @@ def logs(job_id: str, *, address: str) -> str:
     try:
         return client.get_job_logs(job_id)
     except Exception as exc:
-        raise KdbenchError(f"job {job_id}: {_first_line(exc)}") from None
+        raise KdbenchError(f"job {job_id}: {first_line(exc)}") from None
 
 
 def stop(job_id: str, *, address: str) -> bool:
@@ -144,7 +137,7 @@ def stop(job_id: str, *, address: str) -> bool:
     try:
         return bool(client.stop_job(job_id))
     except Exception as exc:
-        raise KdbenchError(f"job {job_id}: {_first_line(exc)}") from None
+        raise KdbenchError(f"job {job_id}: {first_line(exc)}") from None
 
 
 def wait(job_id: str, *, address: str, poll_s: float = 2.0) -> Iterator[str]:
