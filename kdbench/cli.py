@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     from kdbench.results import store
+    from kdbench.scheduler.driver import tune_rows
     from kdbench.scheduler.estimate import estimate
     from kdbench.scheduler.work import planned_specs, remaining
     from kdbench.tuning.studies import StudyPeek
@@ -71,13 +72,17 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     suite = plan.suite
     finished = store.finished_trials(results) if results.is_dir() else {}
     peek = StudyPeek(*book_args(plan, str(results))[:3]) if plan.studies else None
-    tuner = Tuner(plan, peek) if peek else None
+    confirms = tune_rows(results, "confirm") if peek and results.is_dir() else {}
+    tuner = Tuner(plan, peek, confirm_rows=confirms) if peek else None
     work = remaining(plan, finished, tuner, retry_failed=retry_failed)
     print(f"suite {suite.name} ({suite.source}, sha256 {suite.sha256()[:12]})")
     print(
         f"  {len(suite.datasets)} data sets × {len(suite.pairs)} pairs × {len(suite.methods)} "
         f"methods = {len(plan.cells)} cells; seeds {list(suite.seeds)}"
+        + (f"; tuning seeds {_seed_list(suite.tuning_seeds)}" if plan.studies else "")
     )
+    for name in suite.datasets:
+        print(f"  {name}: {_splits(plan, name)}")
     studies = {s.cell.key: s for s in plan.studies}
     for cell in plan.cells:
         study = studies.get(cell.key)
@@ -89,9 +94,10 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
         print(f"    {cell.key:<48} {how}")
     counts = plan.counts()
     left = planned_specs(work, tuner)
+    confirm = f" + {counts['confirm']} confirm" if "confirm" in counts else ""
     print(
-        f"  trials: {counts['teacher']} teacher + {counts['tune']} tune + {counts['final']} final "
-        f"= {sum(counts.values())}; {len(left)} left to run "
+        f"  trials: {counts['teacher']} teacher + {counts['tune']} tune{confirm} + "
+        f"{counts['final']} final = {sum(counts.values())}; {len(left)} left to run "
         f"({len(finished)} rows already in {results})"
     )
     est = estimate(plan, left)
@@ -108,6 +114,23 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
         )
     print("dry run: nothing was trained")
     return 0
+
+
+def _seed_list(seeds: tuple[int, ...]) -> str:
+    return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+
+
+def _splits(plan: Plan, dataset: str) -> str:
+    """What each kind of trial trains on, in images, for one data set."""
+    from kdbench.data import dataset_info
+
+    d = plan.suite.data
+    info = dataset_info(dataset, d.root)
+    train, val = info.split_sizes(d.val_fraction)
+    refit = d.refit == "train+val"
+    finals = f"{train + val:,} (train+val: data.refit)" if refit else f"{train:,} (train)"
+    tuned = f"tuning trials train on {train:,} and validate on {val:,}; " if plan.studies else ""
+    return f"{tuned}teachers and finals train on {finals}; test {info.test:,} images"
 
 
 def _write_output(out: str, write: Callable[[], object]) -> None:

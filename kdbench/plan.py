@@ -63,6 +63,9 @@ class TrialSpec:
     data: DataConfig
     resources: Resources = field(default_factory=Resources)
     """What the trial holds while it runs (not part of its identity)."""
+    refit: bool = False
+    """Trains on the whole official training split, `val` included (``data.refit``): a
+    final trial, or a finals' teacher, once tuning is done."""
 
     # Answered by each kind, as fields or as constants.
     student: ClassVar[str | None]
@@ -79,7 +82,12 @@ class TrialSpec:
             "protocol": PROTOCOL_VERSION,
             "phase": self.phase,
             "dataset": self.dataset,
-            "data": {"val_fraction": self.data.val_fraction, "augment": self.data.augment},
+            "data": {
+                "val_fraction": self.data.val_fraction,
+                "augment": self.data.augment,
+                # only when set, so that the trials of suites written before it keep their ids
+                **({"train": "train+val"} if self.refit else {}),
+            },
             "teacher": self.teacher.arch,
             "teacher_id": self.teacher_id,
             "checkpoint_sha256": self.checkpoint_sha256,
@@ -98,7 +106,10 @@ class TrialSpec:
         parts = [self.phase, self.dataset, self.teacher.arch]
         if self.student:
             parts += [self.student, self.label]
-        parts.append(f"s{self.seed}" if self.number is None else f"n{self.number}")
+        if self.number is not None:
+            parts.append(f"n{self.number}")
+        if self.number is None or self.phase == "confirm":
+            parts.append(f"s{self.seed}")
         return slug("-".join(parts)) + "-" + digest
 
 
@@ -129,7 +140,9 @@ class TeacherSpec(TrialSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class StudentSpec(TrialSpec):
-    """A tuning or final trial of one cell: a student trained by a method."""
+    """A trial of one cell, a student trained by a method: ``tune`` (a study's trial, at
+    the tuning seed), ``confirm`` (a done study's best setting again, at a further tuning
+    seed) or ``final`` (the selected setting at one of the suite's seeds, scored on test)."""
 
     student: str  # type: ignore[misc]
     method: str  # type: ignore[misc]
@@ -140,7 +153,8 @@ class StudentSpec(TrialSpec):
     teacher_id: str  # type: ignore[misc]
     """The trial id of the teacher this trial distils from (its weights come with the task)."""
     number: int | None = None  # type: ignore[misc]
-    """Tune trials: the Optuna trial number."""
+    """Tune trials: the Optuna trial number; confirm trials: the number of the trial they
+    rerun."""
 
     checkpoint_sha256: ClassVar[None] = None
 
@@ -156,10 +170,11 @@ class StudentSpec(TrialSpec):
     @cached_property
     def wants_teacher(self) -> bool:
         """Whether the trial gets its teacher's weights: a final trial always does (its row
-        reports agreement with the teacher), a tuning trial when its method uses them."""
+        reports agreement with the teacher), a tuning or confirm trial when its method uses
+        them."""
         from kdbench.methods import method_class
 
-        return self.phase != "tune" or method_class(self.method).needs.teacher
+        return self.phase == "final" or method_class(self.method).needs.teacher
 
 
 def slug(text: str) -> str:
@@ -169,13 +184,17 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """A tuned cell: its study's name, search space and budget, and its teacher."""
+    """A tuned cell: its study's name, search space and budget, and its teachers."""
 
     cell: Cell
     name: str
     space: dict[str, Any]
     budget: int
     teacher: TeacherSpec
+    """The teacher its tuning (and confirm) trials distil from: trained on `train` alone."""
+    final_teacher: TeacherSpec
+    """The teacher its finals distil from: ``teacher``, or with ``data.refit`` the one
+    trained on train+val."""
 
 
 @dataclass(frozen=True)
@@ -195,11 +214,14 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         seeds = len(self.suite.seeds)
-        return {
+        counts = {
             "teacher": len(self.teachers),
             "tune": sum(s.budget for s in self.studies),
             "final": len(self.finals) + seeds * len(self.studies),
         }
+        if self.suite.tuning.confirm:
+            counts["confirm"] = sum(confirm_count(self.suite, s.budget) for s in self.studies)
+        return counts
 
     def representative(self) -> list[TrialSpec]:
         """Every trial the plan will run, tuned cells' at their default hyperparameters (for costs)."""
@@ -207,10 +229,32 @@ class Plan:
         for s in self.studies:
             hp = resolve_hparams(s.cell.method)
             out += [tune_spec(self.suite, s.cell, s.teacher, n, hp) for n in range(s.budget)]
+            out += representative_confirms(self.suite, s, hp, 0)
             out += [
-                final_spec(self.suite, s.cell, s.teacher, seed, hp) for seed in self.suite.seeds
+                final_spec(self.suite, s.cell, s.final_teacher, seed, hp)
+                for seed in self.suite.seeds
             ]
         return out
+
+
+def confirm_count(suite: Suite, complete: int) -> int:
+    """Confirm trials of a study with ``complete`` complete trials."""
+    c = suite.tuning.confirm
+    return min(c.top, complete) * c.seeds if c else 0
+
+
+def representative_confirms(
+    suite: Suite, study: StudyPlan, hp: tuple[tuple[str, Any], ...], first: int
+) -> list[StudentSpec]:
+    """A study's confirm trials at ``hp`` (for costs), numbered from ``first``."""
+    c = suite.tuning.confirm
+    if not c:
+        return []
+    return [
+        confirm_spec(suite, study.cell, study.teacher, first + n, seed, hp)
+        for n in range(min(c.top, study.budget))
+        for seed in suite.tuning_seeds[1:]
+    ]
 
 
 def cells(suite: Suite) -> list[Cell]:
@@ -230,9 +274,15 @@ def resolve_hparams(
 
 
 def teacher_spec(
-    suite: Suite, dataset: str, ref: TeacherRef, checkpoint_sha256: str | None
+    suite: Suite,
+    dataset: str,
+    ref: TeacherRef,
+    checkpoint_sha256: str | None,
+    *,
+    refit: bool = False,
 ) -> TeacherSpec:
     return TeacherSpec(
+        refit=refit and ref.checkpoint is None,
         dataset=dataset,
         teacher=ref,
         seed=suite.teacher.seed,
@@ -254,6 +304,7 @@ def _student_spec(
     number: int | None = None,
 ) -> StudentSpec:
     return StudentSpec(
+        refit=phase == "final" and suite.data.refit == "train+val",
         phase=phase,
         dataset=cell.dataset,
         teacher=cell.pair.teacher,
@@ -276,6 +327,18 @@ def final_spec(
 ) -> StudentSpec:
     """A final trial: the cell's chosen hyperparameters at one of the suite's seeds."""
     return _student_spec("final", suite, cell, teacher, seed, hparams)
+
+
+def confirm_spec(
+    suite: Suite,
+    cell: Cell,
+    teacher: TeacherSpec,
+    number: int,
+    seed: int,
+    hparams: tuple[tuple[str, Any], ...],
+) -> StudentSpec:
+    """Tuning trial ``number``'s setting again, at a further tuning seed: scored on `val`."""
+    return _student_spec("confirm", suite, cell, teacher, seed, hparams, number)
 
 
 def tune_spec(
@@ -305,33 +368,43 @@ def expand(suite: Suite) -> Plan:
     """Teachers (one per data set × teacher × seed, or per checkpoint), studies and finals.
 
     A cell is tuned when ``tuning.trials > 0`` and its method has something to search;
-    otherwise its final trials run the defaults with the suite's ``params``.
+    otherwise its final trials run the defaults with the suite's ``params``. With
+    ``data.refit: train+val`` a trained teacher comes twice where a study needs it: on
+    `train` for the tuning trials (whose validation images it must not have seen) and on
+    train+val for the finals.
     """
     from kdbench.tuning.space import search_space
     from kdbench.tuning.studies import study_name
 
+    refit = suite.data.refit == "train+val"
     hashes: dict[str, str] = {}
-    teachers: dict[tuple[str, TeacherRef], TeacherSpec] = {}
-    for d in suite.datasets:
-        for p in suite.pairs:
-            key = (d, p.teacher)
-            if key not in teachers:
-                sha = None
-                if p.teacher.checkpoint:
-                    sha = hashes.setdefault(p.teacher.checkpoint, file_sha256(p.teacher.checkpoint))
-                teachers[key] = teacher_spec(suite, d, p.teacher, sha)
+    teachers: dict[tuple[str, TeacherRef, bool], TeacherSpec] = {}
+
+    def teacher(dataset: str, ref: TeacherRef, for_finals: bool) -> TeacherSpec:
+        key = (dataset, ref, for_finals and refit and ref.checkpoint is None)
+        if key not in teachers:
+            sha = None
+            if ref.checkpoint:
+                sha = hashes.setdefault(ref.checkpoint, file_sha256(ref.checkpoint))
+            teachers[key] = teacher_spec(suite, dataset, ref, sha, refit=key[2])
+        return teachers[key]
+
     all_cells = cells(suite)
     finals: list[StudentSpec] = []
     studies: list[StudyPlan] = []
     for cell in all_cells:
-        teacher = teachers[(cell.dataset, cell.pair.teacher)]
         space = search_space(cell.method) if suite.tuning.trials > 0 else {}
+        if space:  # the tuning teacher first: tuning starts first
+            tuning_teacher = teacher(cell.dataset, cell.pair.teacher, False)
+        final_teacher = teacher(cell.dataset, cell.pair.teacher, True)
         if space:
-            name = study_name(cell.key, study_identity(suite, cell, teacher))
-            studies.append(StudyPlan(cell, name, space, suite.tuning.trials, teacher))
+            name = study_name(cell.key, study_identity(suite, cell, tuning_teacher))
+            studies.append(
+                StudyPlan(cell, name, space, suite.tuning.trials, tuning_teacher, final_teacher)
+            )
         else:
             hp = resolve_hparams(cell.method)
-            finals += [final_spec(suite, cell, teacher, seed, hp) for seed in suite.seeds]
+            finals += [final_spec(suite, cell, final_teacher, seed, hp) for seed in suite.seeds]
     return Plan(
         suite=suite,
         cells=tuple(all_cells),

@@ -36,6 +36,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "constant")
 PRUNERS = ("median", "hyperband", "none")
+REFITS = ("none", "train+val")
+TUNING_SEED = 1_000_000
+"""The default ``tuning.seed``: far from any seed list a person writes (0, 1, 2, 42, 1234), so
+that no tuning trial doubles as a final trial (an overlap is refused)."""
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 # Matched with fullmatch: a pattern ending in `$` also accepts a trailing newline.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -234,10 +238,10 @@ class Schedule:
         )
 
 
-def seed_setting(doc: str) -> Any:
+def seed_setting(doc: str, default: int = 0) -> Any:
     """A seed's setting: every seed goes to numpy (through Optuna's sampler) and to torch."""
     return setting(
-        0, Int(minimum=0, maximum=MAX_SEED, why=SEED_BOUND), f"{doc} (at most {MAX_SEED})."
+        default, Int(minimum=0, maximum=MAX_SEED, why=SEED_BOUND), f"{doc} (at most {MAX_SEED})."
     )
 
 
@@ -277,8 +281,15 @@ class Budget:
 class DataConfig:
     val_fraction: float = setting(
         0.1,
-        Number(low=0, low_open=True, high=1, high_open=True),
-        "Share of the official training split carved off as `val` (digits: fixed 60/20/20).",
+        Number(low=0, high=1, high_open=True),
+        "Share of the official training split carved off as `val` (digits: fixed 60/20/20); "
+        "0 only when nothing is tuned.",
+    )
+    refit: str = setting(
+        "none",
+        Choice(REFITS),
+        "train+val: teachers and finals train on the whole official training split once tuning "
+        "is done (val serves tuning alone); none: they train on `train`, `val` held out.",
     )
     augment: bool = setting(
         True,
@@ -304,6 +315,20 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class Confirm:
+    """Seed-confirmed selection: what reruns once a study is done."""
+
+    top: int = setting(
+        3, Int(minimum=1, maximum=MAX_TRIALS), "The best complete trials of the study to rerun."
+    )
+    seeds: int = setting(
+        2,
+        Int(minimum=1, maximum=MAX_SEEDS),
+        "Extra tuning seeds each reruns at: tuning.seed + 1, + 2, ...",
+    )
+
+
+@dataclass(frozen=True)
 class TuningConfig:
     trials: int = setting(
         8,
@@ -311,7 +336,16 @@ class TuningConfig:
         "Tuning trials per cell; 0: the method's defaults (with ``params``), no study "
         f"(at most {MAX_TRIALS}).",
     )
-    seed: int = seed_setting("The seed tuning trials train at and Optuna's sampler draws from")
+    seed: int = seed_setting(
+        "The seed tuning trials train at and Optuna's sampler draws from; never one of `seeds`",
+        TUNING_SEED,
+    )
+    confirm: Confirm | None = setting(
+        None,
+        Optional(Section(Confirm)),
+        "{top: 3, seeds: 2}: once a study is done, its best settings rerun at the next tuning "
+        "seeds, and the best mean validation accuracy is selected; null: the best single trial.",
+    )
     pruner: str = setting("median", Choice(PRUNERS), "What stops hopeless tuning trials early.")
     timeout_s: float | None = setting(
         None,
@@ -430,6 +464,13 @@ class Suite:
 
     def sha256(self) -> str:
         return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
+
+    @property
+    def tuning_seeds(self) -> tuple[int, ...]:
+        """The seeds tuning trials train at: ``tuning.seed``, then one more per confirmation
+        seed. Never any of ``seeds`` (refused when the suite is read)."""
+        extra = self.tuning.confirm.seeds if self.tuning.confirm else 0
+        return tuple(range(self.tuning.seed, self.tuning.seed + 1 + extra))
 
 
 def _plain(obj: Any) -> Any:
@@ -802,7 +843,7 @@ TOP_KEYS = (*REQUIRED, *SECTIONS)
 def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
     c = _Checker(source)
     raw = c.mapping(raw, "", TOP_KEYS, required=REQUIRED)
-    return Suite(
+    suite = Suite(
         name=_name(c, raw["name"]),
         datasets=_datasets(c, raw["datasets"]),
         pairs=_pairs(c, raw["pairs"], base_dir),
@@ -811,6 +852,41 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
         **{key: parse_section(c, cls, raw.get(key), key) for key, cls in SECTIONS.items()},
         source=source,
     )
+    _protocol(c, suite)
+    return suite
+
+
+def _protocol(c: _Checker, suite: Suite) -> None:
+    """What the settings must respect together for the numbers to mean what they say."""
+    t = suite.tuning
+    if t.trials == 0:
+        return
+    if suite.data.val_fraction == 0:
+        raise c.fail(
+            "data.val_fraction",
+            "0 leaves no validation split to tune on; give a share in (0, 1) (with "
+            "data.refit: train+val the finals still train on all of it), or tuning.trials: 0",
+        )
+    last = t.seed + len(suite.tuning_seeds) - 1
+    if last > MAX_SEED:
+        raise c.fail(
+            "tuning.seed",
+            f"{t.seed} plus {last - t.seed} confirmation seeds passes {MAX_SEED} ({SEED_BOUND})",
+        )
+    for i, seed in enumerate(suite.seeds):
+        if t.seed <= seed <= last:
+            what = (
+                f"{t.seed} is also a final seed (seeds[{i}])"
+                if last == t.seed
+                else f"the tuning seeds {t.seed} to {last} (tuning.seed and its "
+                f"{last - t.seed} confirmation seeds) include seeds[{i}] = {seed}"
+            )
+            raise c.fail(
+                "tuning.seed",
+                f"{what}: a tuning trial would double as a final trial (the very run picked "
+                "for its validation score), biasing tuned methods upwards; "
+                f"choose a tuning.seed outside seeds (the default is {TUNING_SEED})",
+            )
 
 
 def _name(c: _Checker, raw: Any) -> str:

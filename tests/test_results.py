@@ -10,6 +10,7 @@ import pytest
 
 from kdbench.errors import KdbenchError
 from kdbench.results import COLUMNS, SCHEMA, load, store
+from kdbench.results.schema import SCHEMA_VERSION
 
 
 def row(trial_id: str, **over):
@@ -87,7 +88,7 @@ def test_plain_pandas_reads_exactly_the_rows_with_typed_columns(tmp_path):
     assert str(df["student_params"].dtype) in ("Int64", "int64[pyarrow]", "float64")
     assert df.loc[df.trial_id == "c", "test_acc"].isna().all()
     assert df.loc[df.trial_id == "c", "error"].item().startswith("TrialDiverged")
-    assert df["schema_version"].eq(1).all()
+    assert df["schema_version"].eq(SCHEMA_VERSION).all()
     # Every file carries the one schema, null columns typed rather than 'null'.
     for path in (tmp_path / "trials").glob("*.parquet"):
         assert pq.read_schema(path).equals(SCHEMA, check_metadata=False)
@@ -203,7 +204,8 @@ def test_files_written_by_an_older_schema_still_load(tmp_path):
     df = load(tmp_path).set_index("trial_id")
     assert df.loc["old", "seed"] == 3 and df["seed"].dtype.kind == "i"
     assert pd.isna(df.loc["old", "agreement"]) and df.loc["old", "hp_T"] == 2.0
-    assert df.loc["new", "schema_version"] == 1
+    assert df.loc["new", "schema_version"] == SCHEMA_VERSION
+    assert pd.isna(df.loc["old", "best_test_acc"]) and pd.isna(df.loc["old", "best_epoch"])
 
 
 def test_loading_while_a_run_writes_sees_whole_rows_only(tmp_path):

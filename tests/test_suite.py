@@ -27,7 +27,7 @@ budget: {epochs: 30, batch_size: 64, optimizer: sgd, lr: 0.05, momentum: 0.9,
          weight_decay: 5.0e-4, schedule: {step: [10, 20], gamma: 0.1}}
 data: {val_fraction: 0.1, augment: true, root: null}
 teacher: {epochs: 30, seed: 0}
-tuning: {trials: 8, seed: 0, pruner: median, timeout_s: null, storage: null}
+tuning: {trials: 8, seed: 100, pruner: median, timeout_s: null, storage: null}
 resources: {cpus_per_trial: 1, gpus_per_trial: 0, teacher: {cpus: 1, gpus: 0}}
 """
 

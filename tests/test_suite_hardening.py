@@ -363,9 +363,11 @@ def test_the_largest_seed_every_consumer_takes_is_accepted(tmp_path):
     import numpy as np
 
     path = tmp_path / "s.yaml"
-    path.write_text(suite(seeds=f"[{MAX_SEED}]", extra=f"tuning: {{seed: {MAX_SEED}}}\n"))
+    path.write_text(suite(seeds=f"[{MAX_SEED}]", extra=f"tuning: {{seed: {MAX_SEED - 1}}}\n"))
     s = load_suite(path)
-    assert s.seeds == (MAX_SEED,) and s.tuning.seed == MAX_SEED
+    assert s.seeds == (MAX_SEED,) and s.tuning.seed == MAX_SEED - 1
+    path.write_text(suite(seeds="[0]", extra=f"tuning: {{seed: {MAX_SEED}}}\n"))
+    assert load_suite(path).tuning.seed == MAX_SEED
     torch.Generator().manual_seed(MAX_SEED)
     np.random.RandomState(MAX_SEED)  # what Optuna's TPE sampler seeds
     with pytest.raises(ValueError):

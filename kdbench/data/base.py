@@ -81,6 +81,25 @@ class DataBundle:
         no_label = torch.full((len(pool),), -1, dtype=y.dtype, device=y.device)
         return torch.cat([x, pool]), torch.cat([y, no_label])
 
+    def refit(self) -> DataBundle:
+        """The same data with `val` folded into `train` (``data.refit: train+val``) and no
+        `val` left: what teachers and finals train on once tuning is done. The normalisation
+        statistics stay those of `train`, which the tuned settings were chosen under."""
+        return DataBundle(
+            name=self.name,
+            train_x=torch.cat([self.train_x, self.val_x]),
+            train_y=torch.cat([self.train_y, self.val_y]),
+            val_x=self.val_x[:0],
+            val_y=self.val_y[:0],
+            test_x=self.test_x,
+            test_y=self.test_y,
+            num_classes=self.num_classes,
+            augment=self.augment,
+            mean=self.mean,
+            std=self.std,
+            unlabeled_x=self.unlabeled_x,
+        )
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Stored images (uint8 or float in [0, 1]) -> float, zero mean, unit variance per channel."""
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)

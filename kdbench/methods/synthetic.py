@@ -199,6 +199,7 @@ class SyntheticSetMethod(Method):
             "protocol": PROTOCOL_VERSION,
             "dataset": spec.dataset,
             "val_fraction": spec.data.val_fraction,
+            **({"train": "train+val"} if spec.refit else {}),
             "teacher_id": spec.teacher_id if cls.needs.teacher else None,
             "method": spec.method,
             "hparams": {k: v for k, v in spec.hparams if k not in cls.training_hparams},

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``best_test_acc`` and ``best_epoch``, and the ``confirm`` phase."""
 
 _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("schema_version", pa.int32(), ""),
     ("run_id", pa.string(), "the execution of the suite that wrote the row"),
     ("suite", pa.string(), ""),
     ("trial_id", pa.string(), "unique per row, derived from the spec, phase and seed"),
-    ("phase", pa.string(), "teacher | tune | final"),
+    ("phase", pa.string(), "teacher | tune | confirm | final"),
     ("status", pa.string(), "ok | failed | pruned"),
     ("dataset", pa.string(), ""),
     ("teacher", pa.string(), ""),
@@ -26,6 +27,12 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("val_acc", pa.float64(), "top-1 on the validation split, in [0, 1]"),
     ("test_acc", pa.float64(), "top-1 on the test split (final and teacher rows)"),
     ("test_top5", pa.float64(), "top-5 on the test split (final and teacher rows)"),
+    (
+        "best_test_acc",
+        pa.float64(),
+        "final rows: the best test top-1 over the scored epochs, for reporting only",
+    ),
+    ("best_epoch", pa.int64(), "final rows: the epoch of best_test_acc (the first, on a tie)"),
     ("teacher_test_acc", pa.float64(), "the teacher's test accuracy (final rows)"),
     ("agreement", pa.float64(), "top-1 agreement of student and teacher on test (final rows)"),
     ("student_params", pa.int64(), "parameters of the student alone"),
@@ -55,5 +62,5 @@ SCHEMA = pa.schema(
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
-PHASES = ("teacher", "tune", "final")
+PHASES = ("teacher", "tune", "confirm", "final")
 STATUSES = ("ok", "failed", "pruned")

@@ -153,8 +153,13 @@ class Scheduler:
 
     @staticmethod
     def _same_shape(a: Pending, b: Pending) -> bool:
-        """Trials of one task share its data set and what the task holds."""
-        return a.spec.dataset == b.spec.dataset and a.spec.resources == b.spec.resources
+        """Trials of one task share its data set (with `val` or refit on it) and what the task
+        holds."""
+        return (a.spec.dataset, a.spec.refit, a.spec.resources) == (
+            b.spec.dataset,
+            b.spec.refit,
+            b.spec.resources,
+        )
 
     def _next_trial(self) -> Pending | None:
         """The queue's next trial, else a new tuning trial (round robin over the studies)."""
@@ -177,6 +182,7 @@ class Scheduler:
         left = len(self.work.queue)
         if self.tuner is not None:
             left += sum(self.tuner.left(name) for name in self.work.active)
+            left += len(self.work.confirming) * len(self.tuner.suite.seeds)
         return left
 
     # -- what comes back
@@ -208,12 +214,26 @@ class Scheduler:
             self.work.queue.appendleft(p)
 
     def settle(self) -> None:
-        """Studies that are done hand their finals to the queue."""
-        if not self.work.active or self.tuner is None:
+        """Studies that are done hand their confirm trials, or their finals, to the queue;
+        confirmed studies hand over their finals."""
+        if self.tuner is None:
             return
-        for name in self.tuner.done_of(list(self.work.active)):
-            self.work.active.remove(name)
-            self.work.queue.extend(Pending(s) for s in self.tuner.finals(name) if self.wanted(s))
+        work = self.work
+        for name in self.tuner.done_of(list(work.active)) if work.active else ():
+            work.active.remove(name)
+            confirms = [s for s in self.tuner.confirms(name) if self.wanted(s)]
+            if confirms:
+                work.queue.extend(Pending(s) for s in confirms)
+                work.confirming.append(name)
+            else:
+                self._finals(name)
+        for name in [n for n in work.confirming if self.tuner.confirmed(n)]:
+            work.confirming.remove(name)
+            self._finals(name)
+
+    def _finals(self, name: str) -> None:
+        assert self.tuner is not None
+        self.work.queue.extend(Pending(s) for s in self.tuner.finals(name) if self.wanted(s))
 
     @property
     def running(self) -> int:
@@ -265,5 +285,8 @@ def _collect(
     for p, outcome in zip(batch, got, strict=True):
         scheduler.finished(p, outcome.seconds)
         record(p, outcome)  # its files and row first: a driver killed now tells from the row
-        if p.study and scheduler.tuner is not None:
-            scheduler.tuner.tell(p.study, p.spec, outcome.row)
+        if scheduler.tuner is not None:
+            if p.study:
+                scheduler.tuner.tell(p.study, p.spec, outcome.row)
+            elif p.spec.phase == "confirm":
+                scheduler.tuner.record(p.spec, outcome.row)

@@ -56,12 +56,15 @@ def default_results_dir(suite: Suite) -> Path:
     return Path("results") / suite.name
 
 
-def tune_rows(results_dir: Path) -> dict[str, tuple[str, float | None, int | None]]:
-    """The tuning rows already written: (status, val_acc, epoch_reported) by trial id."""
+def tune_rows(
+    results_dir: Path, phase: str = "tune"
+) -> dict[str, tuple[str, float | None, int | None]]:
+    """The tuning (or confirm) rows already written: (status, val_acc, epoch_reported) by
+    trial id."""
     rows = store.read_table(
         results_dir,
         columns=["trial_id", "status", "val_acc", "epoch_reported"],
-        filter=store.ds.field("phase") == "tune",
+        filter=store.ds.field("phase") == phase,
     ).to_pylist()
     return {r["trial_id"]: (r["status"], r["val_acc"], r["epoch_reported"]) for r in rows}
 
@@ -130,7 +133,12 @@ class Driver:
         tuner = None
         if self.plan.studies:
             book = StudyBook(*self.book_args)
-            tuner = Tuner(self.plan, book, tune_rows(self.results_dir))
+            tuner = Tuner(
+                self.plan,
+                book,
+                tune_rows(self.results_dir),
+                tune_rows(self.results_dir, "confirm"),
+            )
         work = remaining(
             self.plan,
             self.finished,

@@ -102,7 +102,9 @@ def estimate(
         if spec.epochs == 0:  # a teacher loaded from a checkpoint: evaluation only
             continue
         info = dataset_info(spec.dataset, spec.data.root)
-        n_train, _ = info.split_sizes(spec.data.val_fraction)
+        n_train, n_val = info.split_sizes(spec.data.val_fraction)
+        if spec.refit:
+            n_train += n_val
         cpus = spec.resources.cpus
         cls = method_class(spec.trains_method)
         cost = cls.cost(

@@ -38,7 +38,9 @@ class RayExecutor:
         self.writer = writer
         self.layout: Layout = writer.layout
         self.book_args = book_args
-        self.data_refs: dict[str, Any] = {}
+        self.data_refs: dict[tuple[str, bool], Any] = {}
+        self.bundles: dict[str, Any] = {}
+        """Data sets as loaded, each read once whichever of its forms the trials need."""
         self.weights: dict[str, Any] = {}
         """Teacher trial id -> its weights in the object store (None inside when it failed)."""
         self.teacher_tasks: set[Any] = set()
@@ -57,7 +59,7 @@ class RayExecutor:
     def _submit_teacher(self, spec: TeacherSpec) -> Any:
         ckpt = read_checkpoint(spec.teacher.checkpoint) if spec.teacher.checkpoint else None
         ref, self.weights[spec.trial_id] = teacher_task.options(**options(spec)).remote(
-            spec, self.data(spec.dataset), self.info, ckpt
+            spec, self.data(spec.dataset, spec.refit), self.info, ckpt
         )
         self.teacher_tasks.add(ref)
         return ref
@@ -79,16 +81,22 @@ class RayExecutor:
         first = batch[0].spec
         name = first.trial_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")
         return student_task.options(**{**options(first), "name": name}).remote(
-            trials, self.data(first.dataset), self.info, *teachers
+            trials, self.data(first.dataset, first.refit), self.info, *teachers
         )
 
-    def data(self, name: str) -> Any:
-        if name not in self.data_refs:
+    def data(self, name: str, refit: bool = False) -> Any:
+        """A data set in the object store, once per run: as split, or refit (`val` folded
+        into `train`) for the trials that train on train+val."""
+        key = (name, refit)
+        if key not in self.data_refs:
             d = self.suite.data
-            self.data_refs[name] = ray.put(
-                load_dataset(name, root=d.root, val_fraction=d.val_fraction)
+            bundle = self.bundles.get(name) or load_dataset(
+                name, root=d.root, val_fraction=d.val_fraction
             )
-        return self.data_refs[name]
+            if self.suite.data.refit != "none":  # its other form will be wanted too
+                self.bundles[name] = bundle
+            self.data_refs[key] = ray.put(bundle.refit() if refit else bundle)
+        return self.data_refs[key]
 
     def teacher_weights(self, teacher_id: str) -> Any:
         """A teacher's weights: in training, kept by this run, or cached by an earlier one."""

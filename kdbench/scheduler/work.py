@@ -2,8 +2,9 @@
 
 Given the plan, the rows already written and the studies' state, the work left is: teachers
 not finished (or whose cached weights are gone while a student still needs them), final
-trials not finished, tuning trials a killed driver left running, the finals of studies that
-are done, and the studies still asking. No Ray, no files: the caller reads both.
+trials not finished, tuning trials a killed driver left running, the confirm trials of
+studies that are done (``tuning.confirm``), the finals of studies that are done (and
+confirmed), and the studies still asking. No Ray, no files: the caller reads both.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kdbench.plan import Plan, TrialSpec
+from kdbench.plan import Plan, TrialSpec, resolve_hparams
 from kdbench.tuning.tuner import Tuner
 
 
@@ -33,6 +34,8 @@ class Workload:
     """Trials known now, teachers first."""
     active: list[str] = field(default_factory=list)
     """Studies still asking for trials (their finals follow when they are done)."""
+    confirming: list[str] = field(default_factory=list)
+    """Done studies whose confirm trials are out (their finals follow when all are in)."""
     expected: int = 0
     """Trials this run expects to finish (an upper bound: a study may stop early on time)."""
 
@@ -57,18 +60,27 @@ def remaining(
 
     queue = [Pending(s) for s in plan.finals if pending(s)]
     active: list[str] = []
+    confirming: list[str] = []
     expected = 0
     for name in tuner.names if tuner else ():
         resumed = tuner.resume(name)
         queue += [Pending(s, name) for s in resumed]  # counted with the queue below
-        if tuner.done(name):
-            queue += [Pending(s) for s in tuner.finals(name) if pending(s)]
-        else:
+        if not tuner.done(name):
             active.append(name)
             expected += tuner.left(name)
+            continue
+        confirms = [s for s in tuner.confirms(name) if pending(s)]
+        for s in confirms:
+            tuner.forget(s)
+        if confirms:
+            queue += [Pending(s) for s in confirms]
+            confirming.append(name)
+            expected += len(plan.suite.seeds)
+        else:
+            queue += [Pending(s) for s in tuner.finals(name) if pending(s)]
     wanted = {p.spec.teacher_id for p in queue}
     if tuner:
-        wanted |= {tuner.teacher_of(name) for name in active}
+        wanted |= {t for name in active + confirming for t in tuner.teachers_of(name)}
     teachers = [
         Pending(t)
         for t in plan.teachers
@@ -80,14 +92,18 @@ def remaining(
         )
     ]
     work = deque(teachers + queue)
-    return Workload(queue=work, active=active, expected=expected + len(work))
+    return Workload(queue=work, active=active, confirming=confirming, expected=expected + len(work))
 
 
 def planned_specs(work: Workload, tuner: Tuner | None) -> list[TrialSpec]:
-    """Every trial the workload will run: the queue's, and each active study's trials yet to
-    ask and its finals at the method's defaults (what they will be is not known yet)."""
+    """Every trial the workload will run: the queue's, each active study's trials yet to
+    ask, confirm trials and finals, and the confirming studies' finals, at the method's
+    defaults (what they will be is not known yet)."""
     out = [p.spec for p in work.queue]
     for name in work.active:
         assert tuner is not None
         out += tuner.representative(name)
+    for name in work.confirming:
+        assert tuner is not None
+        out += tuner.final_specs(name, resolve_hparams(tuner.studies[name].cell.method))
     return out

@@ -36,6 +36,8 @@ class EpochStats:
     val_acc: float
     seconds: float
     terms: dict[str, float] = field(default_factory=dict)
+    test_acc: float = math.nan
+    """Final trials only, for reporting (best versus last epoch): nothing is chosen by it."""
 
 
 @dataclass
@@ -155,6 +157,9 @@ def predict(
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> float:
+    """Top-``k`` accuracy; NaN for an empty split (no `val` under ``data.refit``)."""
+    if len(y) == 0:
+        return math.nan
     k = min(k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     return (top == y[:, None]).any(dim=1).float().mean().item()
@@ -260,6 +265,7 @@ def fit(
     on_epoch: Callable[[EpochStats], bool | None] | None = None,
     val_every: int = 1,
     macs: int | None = None,
+    report_test: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with ``method``'s loss; validate after every epoch.
 
@@ -268,6 +274,9 @@ def fit(
     on a 100-image synthetic set runs hundreds of short epochs; validating each would cost
     more than training); the other epochs' ``val_acc`` is NaN. ``macs``: the model's MACs per
     image, when the caller counted them already (they choose its precision).
+    ``report_test``: a final trial's test accuracy too, at every validated epoch but the last
+    (which the caller scores itself), kept in the curve for best-versus-last reporting; never
+    read by training, and not counted in ``train_seconds``.
     """
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
@@ -276,6 +285,8 @@ def fit(
     else:
         train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     val_x, val_y = data.val_x.to(device), data.val_y.to(device)
+    if report_test:
+        test_x, test_y = data.test_x.to(device), data.test_y.to(device)
     n = len(train_y)
     params = list(model.parameters()) + list(method.parameters())
     opt = make_optimizer(params, budget)
@@ -373,6 +384,11 @@ def fit(
             terms={k: float(v / max(steps, 1)) for k, v in term_sums.items()},
         )
         curve.append(stats)
+        if validate and report_test and epoch + 1 < epochs:
+            scored = time.perf_counter()
+            # as the final score is taken (fp32), so that best and last compare like for like
+            stats.test_acc = accuracy(predict(model, data, test_x), test_y)
+            start += time.perf_counter() - scored
         if validate and on_epoch is not None:
             asked = time.perf_counter()
             stop = on_epoch(stats)  # a tuning trial's report to its study: not training time

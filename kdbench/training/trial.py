@@ -12,6 +12,7 @@ files, so workers need no storage shared with the driver.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import traceback
@@ -266,6 +267,7 @@ def _curve_rows(curve: list[EpochStats]) -> list[dict[str, Any]]:
             "lr": s.lr,
             "train_loss": s.train_loss,
             "val_acc": s.val_acc,
+            "test_acc": s.test_acc,
             "seconds": s.seconds,
             **{f"loss_{k}": v for k, v in s.terms.items()},
         }
@@ -387,6 +389,7 @@ def _student_trial(
         else None,
         val_every=max(1, epochs // spec.epochs),
         macs=macs,
+        report_test=spec.phase == "final",
     )
     row = base_row(spec, info)
     row.update(
@@ -404,7 +407,19 @@ def _student_trial(
         row["artifact"] = training.artifact.relative
     if spec.phase == "final":
         _score_final(row, artifacts, spec, data, device, student, teacher)
+        _best_epoch(row, result.curve)
     return TrialOutcome(row=row, curve=_curve_rows(result.curve), artifacts=artifacts)
+
+
+def _best_epoch(row: dict[str, Any], curve: list[EpochStats]) -> None:
+    """The best test accuracy over the scored epochs and its epoch (the first on a tie): what
+    best-epoch reporting would have said. The row's ``test_acc`` stays the last epoch's."""
+    if curve:
+        curve[-1].test_acc = row["test_acc"]  # the last epoch, scored once by _score_final
+    scored = [s for s in curve if not math.isnan(s.test_acc)]
+    if scored:
+        best = max(scored, key=lambda s: (s.test_acc, -s.epoch))
+        row.update(best_test_acc=best.test_acc, best_epoch=best.epoch)
 
 
 def _score_final(

@@ -118,24 +118,50 @@ def study_name(cell_key: str, identity: dict[str, Any]) -> str:
 
 
 def select(
-    trials: list[tuple[int, dict[str, Any], float]], start: dict[str, Any] | None, n_val: int | None
+    trials: list[tuple[int, dict[str, Any], float]],
+    start: dict[str, Any] | None,
+    n_val: int | None,
+    seeds: int = 1,
 ) -> tuple[int, dict[str, Any], float, str] | None:
     """Choose a cell's hyperparameters from its complete trials (number, params, val_acc).
 
     The highest validation accuracy wins (the earlier trial on a tie), unless the reference
     setting (``start``: the method's defaults) scored within one standard error of it,
     sqrt(p(1 − p) / n_val): a difference the validation split cannot resolve does not
-    overturn the reference (the one-standard-error rule).
+    overturn the reference (the one-standard-error rule). With ``seeds`` > 1 the values are
+    means over that many tuning seeds (seed-confirmed selection), and the standard error is
+    that of a mean over ``seeds`` × ``n_val`` images.
     """
     if not trials:
         return None
     number, params, value = max(trials, key=lambda t: (t[2], -t[0]))
+    over = f" over {seeds} tuning seeds" if seeds > 1 else ""
     if start is not None and n_val:
-        se = math.sqrt(value * (1.0 - value) / n_val)
+        se = math.sqrt(value * (1.0 - value) / (n_val * seeds))
         for n, p, v in trials:
             if p == start and v >= value - se:
-                return n, p, v, "reference within one standard error of the best"
-    return number, params, value, "best validation accuracy"
+                return n, p, v, f"reference within one standard error of the best{over}"
+    return (
+        number,
+        params,
+        value,
+        (f"best mean validation accuracy{over}" if over else "best validation accuracy"),
+    )
+
+
+Confirmed = dict[int, tuple[float, int]]
+"""Seed-confirmed selection's candidates: trial number -> (mean validation accuracy over
+its tuning seeds, how many seeds scored)."""
+
+
+def _candidates(
+    complete: list[tuple[int, dict[str, Any], float]], confirmed: Confirmed | None
+) -> tuple[list[tuple[int, dict[str, Any], float]], int]:
+    """The trials selection chooses among, and the seeds each value is a mean over."""
+    if confirmed is None:
+        return complete, 1
+    chosen = [(n, p, confirmed[n][0]) for n, p, _ in complete if n in confirmed]
+    return chosen, min((confirmed[n][1] for n, _, _ in chosen), default=1)
 
 
 @dataclass
@@ -237,15 +263,19 @@ class StudyBook:
         """Those of ``names`` that are done (one call for the driver, not one per study)."""
         return [n for n in names if self.done(n)]
 
-    def best(self, name: str) -> tuple[dict[str, Any], float] | None:
-        """The selected hyperparameters and their validation accuracy (see ``select``)."""
+    def complete(self, name: str) -> list[tuple[int, dict[str, Any], float]]:
+        """The study's complete trials: (number, params, validation accuracy)."""
+        trials = self.studies[name].study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [(t.number, dict(t.params), float(t.value)) for t in trials]
+
+    def best(
+        self, name: str, confirmed: Confirmed | None = None
+    ) -> tuple[dict[str, Any], float] | None:
+        """The selected hyperparameters and their validation accuracy (see ``select``);
+        with ``confirmed``, chosen among those trials by their mean over the tuning seeds."""
         o = self.studies[name]
-        complete = o.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        chosen = select(
-            [(t.number, dict(t.params), float(t.value)) for t in complete],
-            o.spec.start,
-            o.spec.n_val,
-        )
+        trials, seeds = _candidates(self.complete(name), confirmed)
+        chosen = select(trials, o.spec.start, o.spec.n_val, seeds)
         if chosen is None:
             return None
         number, params, value, rule = chosen
@@ -308,7 +338,9 @@ class StudyPeek:
     """The studies of a plan as they stand, read without creating or writing anything (for
     ``--dry-run``): the read side of ``StudyBook``, and a ``tell`` that only counts."""
 
-    def __init__(self, results_dir: str | os.PathLike[str], url: str | None, specs: list[StudySpec]):
+    def __init__(
+        self, results_dir: str | os.PathLike[str], url: str | None, specs: list[StudySpec]
+    ):
         self.specs = {s.name: s for s in specs}
         self.trials: dict[str, list[Any]] = {name: [] for name in self.specs}
         storage = _existing_storage(results_dir, url)
@@ -328,9 +360,7 @@ class StudyPeek:
 
     def interrupted(self, name: str) -> list[tuple[int, dict[str, Any]]]:
         return [
-            (t.number, dict(t.params))
-            for t in self.trials[name]
-            if t.state == TrialState.RUNNING
+            (t.number, dict(t.params)) for t in self.trials[name] if t.state == TrialState.RUNNING
         ]
 
     def counts(self, name: str) -> tuple[int, int]:
@@ -342,12 +372,19 @@ class StudyPeek:
     def done_of(self, names: list[str]) -> list[str]:
         return [n for n in names if self.done(n)]
 
-    def best(self, name: str) -> tuple[dict[str, Any], float] | None:
-        complete = [t for t in self.trials[name] if t.state == TrialState.COMPLETE]
+    def complete(self, name: str) -> list[tuple[int, dict[str, Any], float]]:
+        return [
+            (t.number, dict(t.params), float(t.value))
+            for t in self.trials[name]
+            if t.state == TrialState.COMPLETE
+        ]
+
+    def best(
+        self, name: str, confirmed: Confirmed | None = None
+    ) -> tuple[dict[str, Any], float] | None:
         spec = self.specs[name]
-        chosen = select(
-            [(t.number, dict(t.params), float(t.value)) for t in complete], spec.start, spec.n_val
-        )
+        trials, seeds = _candidates(self.complete(name), confirmed)
+        chosen = select(trials, spec.start, spec.n_val, seeds)
         return None if chosen is None else (chosen[1], chosen[2])
 
     def ask_next(self, names: list[str]) -> None:
