@@ -120,6 +120,8 @@ def test_cost_counts_every_phase_and_the_resources_held(rows):
     kd = cost.loc[("s", "kd")]
     assert kd["tune_trials"] == 1 and kd["final_trials"] == 4
     assert kd["cpu_hours"] == pytest.approx((72 + 4 * 36) / 3600)
+    assert kd["tune_cpu_hours"] == pytest.approx(72 / 3600)
+    assert kd["tune_pruned"] == kd["tune_failed"] == kd["confirm_trials"] == 0
     assert kd["gpu_hours"] == 0 and kd["images_seen"] == 500 and kd["student_params"] == 1000
 
 
@@ -169,13 +171,34 @@ def test_renderers_mark_the_best_and_keep_numbers_raw(rows):
     board = leaderboard(rows)
     md = markdown(board)
     assert "### d: t → s (teacher 95.00%)" in md
-    assert "| kd | **87.00 ± 1.00** | 2.48 | 3 | **+5.00** | **38.46** | **1** | – |" in md
-    assert "| scratch | 82.00 ± 2.00 | 4.97 | 3 | +0.00 | 0.00 | 2 | 0.032* |" in md
-    assert csv(board).splitlines()[0].startswith("dataset,teacher,student,method,n,mean,std,ci95")
+    assert (
+        "| kd | **87.00 ± 1.00** | 2.48 | 3 | **+5.00** | **38.46** | **1** | 1–1 | 100.0 | – | – "
+        "| – |" in md
+    )
+    # scratch differs from kd (the best) after Holm's adjustment (one comparison): no †
+    assert (
+        "| scratch | 82.00 ± 2.00 | 4.97 | 3 | +0.00 | 0.00 | 2 | 2–2 | 0.0 | 0.032 | 0.032* |"
+        in md
+    )
+    assert "| d | t | s | kd | 1 | 0 | 0 | 0 | 4 | 0.0200 | 0.0000 | 0.0600 |" in md  # cost
+    # one seed per method: no bootstrap to trust, so no rank interval and no P(best)
+    assert "| scratch | **70.00 ± –** | – | 1 | **+0.00** | **0.00** | **1** | – | – |" in md
+    header = csv(board).splitlines()[0]
+    assert header.startswith("dataset,teacher,student,method,n,mean,std,ci95")
+    for column in (
+        "rank_lo",
+        "rank_hi",
+        "p_best",
+        "p_vs_best",
+        "tied_with_best",
+        "best_epoch_gain",
+    ):
+        assert f",{column}," in header
     data = json.loads(json_text(board))
     assert {"pairs", "overall", "cost"} <= set(data) and data["pairs"][0]["mean"] == pytest.approx(
         0.87
     )
+    assert data["pairs"][0]["p_best"] == 1.0 and data["cost"][0]["tune_cpu_hours"] == 0.02
     page = html_page(board)
     assert (
         page.startswith("<!DOCTYPE html>") and '<strong class="best">87.00 ± 1.00</strong>' in page

@@ -63,9 +63,12 @@ def results(tmp_path):
 
 def test_the_report_holds_everything_and_needs_no_network(results):
     page = build_report(results)
-    assert page.count("<svg") == 4  # the pair's bars, cost, T and alpha (gamma never varied)
-    for heading in ("Overall", "Cost", "Hyperparameter sensitivity", "Dataset distillation"):
+    # the pair's bars, the CD diagram (its seeds as blocks), cost, T and alpha (gamma never varied)
+    assert page.count("<svg") == 5
+    for heading in ("Overall", "Average ranks", "Cost", "Hyperparameter sensitivity"):
         assert f"<h2>{heading}" in page
+    assert "<h2>Dataset distillation" in page
+    assert 'aria-label="critical difference diagram: average ranks over the 3 seeds' in page
     assert 'src="data:image/png;base64,' in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in page and "<script" not in page
@@ -108,3 +111,4 @@ def test_the_report_renders_in_headless_chromium(results, tmp_path):
         timeout=120,
     ).stdout
     assert "kdbench report" in dom and "Hyperparameter sensitivity" in dom and "<svg" in dom
+    assert 'aria-label="critical difference diagram' in dom and "CD = " in dom

@@ -153,7 +153,7 @@ def test_markup_in_rows_is_escaped_in_the_report(tmp_path):
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"source": MARKUP, "git_sha": MARKUP}))
     page = build_report(tmp_path)
-    assert page.count("<svg") == 3  # the pair's bars, cost, the one hyperparameter
+    assert page.count("<svg") == 4  # the pair's bars, cost, the one hyperparameter, the CD diagram
     _assert_inert_html(page)
     assert "\x1b" not in page
 

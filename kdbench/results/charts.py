@@ -48,11 +48,12 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(math.ceil((hi - start) / step) + 1)]
 
 
-def _svg(body: str, title: str) -> str:
+def _svg(body: str, title: str, width: float = W, height: float = H) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-        f'role="img" aria-label="{escape_html(title)}"><title>{escape_html(title)}</title>'
-        f'<rect width="{W}" height="{H}" fill="white"/>{body}</svg>'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" '
+        f'viewBox="0 0 {width:g} {height:g}" role="img" aria-label="{escape_html(title)}">'
+        f"<title>{escape_html(title)}</title>"
+        f'<rect width="{width:g}" height="{height:g}" fill="white"/>{body}</svg>'
     )
 
 
@@ -223,3 +224,85 @@ def scatter(
             f'font-size="11">{escape_html(s)}</text>'
         )
     return _svg("".join(out), title)
+
+
+CD_W = 640
+CD_LABEL = 200
+"""Room either side of the rank axis for the methods' names."""
+CD_NAME = 20
+"""Characters of a name drawn; the whole name is in its tooltip."""
+
+
+def cd_diagram(
+    methods: Sequence[str],
+    avg_ranks: Sequence[float],
+    *,
+    cd: float,
+    cliques: Sequence[Sequence[str]],
+    title: str,
+) -> str:
+    """Demšar's critical-difference diagram: an axis of ranks 1..k (1, the best, on the
+    left), each method on a line down from its average rank to its name (the better half
+    to the left, the worse to the right, so no two lines cross), the CD as a bar above the
+    axis, and a thick line under the methods of each clique, whose average ranks lie within
+    CD of each other: those Nemenyi's test does not tell apart."""
+    pairs = sorted(
+        ((float(r), str(m)) for m, r in zip(methods, avg_ranks, strict=True) if math.isfinite(r)),
+        key=lambda p: (p[0], p[1]),
+    )
+    k = len(pairs)
+    if k < 2 or not math.isfinite(cd):
+        return _svg(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text>', title)
+    x0, x1 = CD_LABEL, CD_W - CD_LABEL
+    lo, hi = 1.0, float(max(k, math.ceil(pairs[-1][0])))
+
+    def X(rank: float) -> float:
+        return x0 + (x1 - x0) * (min(max(rank, lo), hi) - lo) / (hi - lo)
+
+    axis, bar, clique0, step, row = 64, 24, 78, 7, 18
+    first = clique0 + step * len(cliques) + 14
+    left = pairs[: (k + 1) // 2]
+    right = pairs[(k + 1) // 2 :]
+    height = first + row * max(len(left), len(right)) + 8
+    out = [f'<line x1="{x0}" y1="{axis}" x2="{x1}" y2="{axis}" stroke="#333"/>']
+    for t in range(1, int(hi) + 1):
+        out.append(
+            f'<line x1="{X(t):.1f}" y1="{axis - 5}" x2="{X(t):.1f}" y2="{axis}" stroke="#333"/>'
+            f'<text x="{X(t):.1f}" y="{axis - 9}" font-size="11" text-anchor="middle">{t}</text>'
+        )
+    end = X(1 + cd)
+    out.append(
+        f'<line x1="{X(1):.1f}" y1="{bar}" x2="{end:.1f}" y2="{bar}" stroke="#111" stroke-width="2"/>'
+        f'<line x1="{X(1):.1f}" y1="{bar - 5}" x2="{X(1):.1f}" y2="{bar + 5}" stroke="#111"/>'
+        f'<line x1="{end:.1f}" y1="{bar - 5}" x2="{end:.1f}" y2="{bar + 5}" stroke="#111"/>'
+        f'<text x="{(X(1) + end) / 2:.1f}" y="{bar - 8}" font-size="11" text-anchor="middle">'
+        f"CD = {cd:.2f}</text>"
+    )
+    where = {m: r for r, m in pairs}
+    for i, clique in enumerate(cliques):
+        ranks = [where[m] for m in clique if m in where]
+        if len(ranks) < 2:
+            continue
+        y = clique0 + step * i
+        names = escape_html(", ".join(clique))
+        out.append(
+            f'<line x1="{X(min(ranks)) - 3:.1f}" y1="{y}" x2="{X(max(ranks)) + 3:.1f}" y2="{y}" '
+            f'stroke="#111" stroke-width="4" stroke-linecap="round">'
+            f"<title>not significantly different: {names}</title></line>"
+        )
+    for side, items in (("left", left), ("right", right[::-1])):
+        for i, (rank, name) in enumerate(items):
+            y = first + row * i
+            x = X(rank)
+            edge = x0 - 10 if side == "left" else x1 + 10
+            shown = name if len(name) <= CD_NAME else name[: CD_NAME - 1] + "…"
+            anchor, tx = ("end", edge - 4) if side == "left" else ("start", edge + 4)
+            out.append(
+                f'<line x1="{x:.1f}" y1="{axis}" x2="{x:.1f}" y2="{y}" stroke="#555"/>'
+                f'<line x1="{x:.1f}" y1="{y}" x2="{edge:.1f}" y2="{y}" stroke="#555"/>'
+                f'<circle cx="{x:.1f}" cy="{axis}" r="3" fill="#111"/>'
+                f'<text x="{tx:.1f}" y="{y + 4}" font-size="12" text-anchor="{anchor}">'
+                f"<title>{escape_html(name)}: average rank {rank:.2f}</title>"
+                f"{escape_html(shown)} ({rank:.2f})</text>"
+            )
+    return _svg("".join(out), title, CD_W, height)

@@ -26,7 +26,13 @@ PAIR_METRICS: tuple[Metric, ...] = (
     Metric("delta_scratch", "Δ scratch", percent=True, signed=True),
     Metric("gap_closed", "gap closed (%)", percent=True),
     Metric("rank", "rank", higher_is_better=False, digits=0),
+    Metric("rank_lo", "rank 95%", higher_is_better=None, digits=0),
+    Metric("rank_hi", "rank 95% (high)", higher_is_better=None, digits=0),
+    Metric("p_best", "P(best) (%)", higher_is_better=None, percent=True, digits=1),
+    Metric("p_vs_best", "p vs best", higher_is_better=None, digits=3),
     Metric("p_vs_kd", "p vs kd", higher_is_better=None, digits=3),
+    # Not a score: the inflation best-epoch reporting would bring, never the result.
+    Metric("best_epoch_gain", "best − last", higher_is_better=None, percent=True, signed=True),
     Metric("published", "published (%)", higher_is_better=None, percent=True),
     Metric("delta_published", "Δ published", higher_is_better=None, percent=True, signed=True),
 )
@@ -37,11 +43,20 @@ OVERALL_METRICS: tuple[Metric, ...] = (
     Metric("wins", "pairs won", digits=0),
     Metric("pairs", "pairs", higher_is_better=None, digits=0),
     Metric("mean_delta_scratch", "mean Δ scratch", percent=True, signed=True),
+    Metric(
+        "mean_best_epoch_gain", "mean best − last", higher_is_better=None, percent=True, signed=True
+    ),
 )
 
 COST_METRICS: tuple[Metric, ...] = (
+    # The tuning budget is not a score: what matters is that it is the same for every method.
     Metric("tune_trials", "tune trials", higher_is_better=None, digits=0),
+    Metric("tune_pruned", "tune pruned", higher_is_better=None, digits=0),
+    Metric("tune_failed", "tune failed", higher_is_better=None, digits=0),
+    Metric("confirm_trials", "confirm reruns", higher_is_better=None, digits=0),
     Metric("final_trials", "final trials", higher_is_better=None, digits=0),
+    Metric("tune_cpu_hours", "tune CPU-hours", higher_is_better=None, digits=4),
+    Metric("tune_gpu_hours", "tune GPU-hours", higher_is_better=None, digits=4),
     Metric("cpu_hours", "CPU-hours", higher_is_better=False, digits=4),
     Metric("gpu_hours", "GPU-hours", higher_is_better=False, digits=4),
     Metric("seconds_per_trial", "s / trial", higher_is_better=False, digits=1),

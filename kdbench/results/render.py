@@ -1,7 +1,9 @@
 """Renderers: a Leaderboard in, text out. Formatting happens here and only here.
 
-The rich formats (Markdown, HTML, LaTeX) mark the best value of each score column per pair;
-CSV and JSON keep raw numbers for further analysis.
+The rich formats (Markdown, HTML, LaTeX) mark the best value of each score column per pair,
+and with a † the methods the pair's best cannot be told apart from (``tied_with_best``); they
+add the Friedman test of the average ranks. CSV and JSON keep raw numbers for further
+analysis (JSON with the Friedman test under ``friedman``).
 
 Names in the tables (method, data set, teacher, student) come from result rows, which anyone
 who shares the results directory can write: every one is escaped for its format on its way
@@ -16,16 +18,17 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from kdbench.results.leaderboard import PAIR_KEYS, Leaderboard, best_rows
+from kdbench.results.leaderboard import BOOTSTRAP, PAIR_KEYS, Friedman, Leaderboard, best_rows
 from kdbench.results.metrics import COST_METRICS, METRICS, OVERALL_METRICS, Metric
 
 FORMATS = ("markdown", "csv", "html", "latex", "json")
 
-# What the per-pair tables show, in order; mean and std are drawn together.
+# What the per-pair tables show, in order; mean and std are drawn together, and so are
+# rank_lo and rank_hi.
 PAIR_SHOWN = (
     "mean",
     "ci95",
@@ -33,10 +36,16 @@ PAIR_SHOWN = (
     "delta_scratch",
     "gap_closed",
     "rank",
+    "rank_lo",
+    "p_best",
+    "p_vs_best",
     "p_vs_kd",
+    "best_epoch_gain",
     "published",
     "delta_published",
 )
+TIED = "†"
+"""After the name of a method the pair's best cannot be told apart from."""
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -59,6 +68,12 @@ _LATEX = {
     "→": r"$\to$",
     "Δ": r"$\Delta$",
     "–": "--",
+    "−": "$-$",
+    "†": r"$^\dagger$",
+    "χ": r"$\chi$",
+    "²": r"\textsuperscript{2}",
+    "α": r"$\alpha$",
+    "≥": r"$\geq$",
 }
 
 
@@ -96,6 +111,12 @@ HTML = _Style(escape_html, escape_html, lambda t: f'<strong class="best">{t}</st
 LATEX = _Style(escape_latex, escape_latex, lambda t: f"\\textbf{{{t}}}")
 
 
+def tied(row: pd.Series) -> bool:
+    """Marked †: tied with the pair's best, not being it (the best has no p vs itself)."""
+    flag = row.get("tied_with_best")
+    return not missing(flag) and bool(flag) and not missing(row.get("p_vs_best"))
+
+
 def missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
@@ -117,12 +138,14 @@ def pair_title(dataset: str, teacher: str, student: str, teacher_acc: float | No
 
 
 def _cells(row: pd.Series, best: dict[str, bool], style: _Style) -> list[str]:
-    out = [style.value(row["method"])]
+    out = [style.value(row["method"]) + (style.text(f" {TIED}") if tied(row) else "")]
     for col in PAIR_SHOWN:
         m = METRICS[col]
         text = fmt(row[col], m)
         if col == "mean":
             text += f" ± {fmt(row['std'], METRICS['std'])}"
+        if col == "rank_lo" and not missing(row[col]):
+            text += f"–{fmt(row['rank_hi'], METRICS['rank_hi'])}"
         if col == "p_vs_kd" and row.get("significant") is True:
             text += "*"
         text = style.text(text)
@@ -181,6 +204,12 @@ def markdown(board: Leaderboard) -> str:
             _simple_rows(board.overall, OVERALL_METRICS, ["method"], MARKDOWN),
         )
     )
+    if board.friedman is not None:
+        f = board.friedman
+        out.append(
+            f"### {FRIEDMAN_TITLE}\n\n{friedman_summary(f, MARKDOWN)}\n\n"
+            + _md_table(["method", "average rank"], _friedman_rows(f, MARKDOWN))
+        )
     out.append(
         "### Cost\n\n"
         + _md_table(
@@ -193,9 +222,62 @@ def markdown(board: Leaderboard) -> str:
 
 
 FOOTNOTE = (
-    "Bold: the best value of a column in its pair. p vs kd: Welch's t-test against kd's "
-    "seeds (* p < 0.05). 95% CI ±: half-width of the confidence interval of the mean."
+    "Bold: the best value of a column in its pair. Every accuracy is the last epoch's. "
+    "p vs kd: Welch's t-test against kd's seeds (* p < 0.05). "
+    "p vs best: Welch's t-test against the pair's best method, Holm-adjusted over the pair; "
+    f"{TIED}: not significantly different from the best (adjusted p ≥ 0.05). "
+    f"rank 95%: the 2.5–97.5% range of the method's rank over {BOOTSTRAP:,} bootstrap "
+    "resamples of every method's seeds; P(best): the share of resamples it ranks first in. "
+    "best − last: mean over the seeds of the best epoch's test accuracy minus the last's, "
+    "what reporting the best epoch would add. 95% CI ±: half-width of the confidence "
+    "interval of the mean."
 )
+FRIEDMAN_TITLE = "Average ranks: Friedman test and Nemenyi critical difference"
+
+
+def friedman_summary(f: Friedman, style: _Style) -> str:
+    """What the test compared and found, in one line of the style's text (names escaped)."""
+    if f.blocks == "seeds" and f.pair is not None:
+        over = (
+            style.text(f"Friedman test over the N = {f.n} seeds of the only pair, ")
+            + style.value(pair_title(*f.pair, None))
+            + style.text(
+                ", as blocks (a seed's final trials share the student's initialisation and "
+                f"data order), and k = {f.k} methods: "
+            )
+        )
+    else:
+        over = (
+            style.text(f"Friedman test over N = {f.n} pairs as blocks (")
+            + style.text(", ").join(style.value(b) for b in f.block_labels)
+            + style.text(f") and k = {f.k} methods, those every one of them holds: ")
+        )
+    found = style.text(
+        f"χ² = {f.statistic:.2f}, p = {f.p:.3g}; Nemenyi's critical difference at α = "
+        f"{f.alpha:g}: CD = {f.cd:.2f}. "
+    )
+    if not f.significant:
+        found += style.text(
+            f"Friedman does not reject that the methods rank alike (p ≥ {f.alpha:g}): no two "
+            "differ significantly, whatever their distance. "
+        )
+    if f.cliques:
+        groups = "; ".join(", ".join(style.value(m) for m in c) for c in f.cliques)
+        found += (
+            style.text("Average ranks within CD of each other (not significantly different): ")
+            + groups
+            + style.text(".")
+        )
+    else:
+        found += style.text("Every two average ranks are at least CD apart.")
+    return over + found
+
+
+def _friedman_rows(f: Friedman, style: _Style) -> list[list[str]]:
+    return [
+        [style.value(m), style.text(f"{r:.2f}")]
+        for m, r in zip(f.methods, f.avg_ranks, strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------- CSV / JSON
@@ -216,6 +298,7 @@ def json_text(board: Leaderboard) -> str:
                 "pairs": _records(board.pairs),
                 "overall": _records(board.overall),
                 "cost": _records(board.cost),
+                "friedman": None if board.friedman is None else asdict(board.friedman),
             },
             indent=2,
         )
@@ -226,11 +309,27 @@ def json_text(board: Leaderboard) -> str:
 # ----------------------------------------------------------------------------- HTML
 
 
-def _html_table(header: list[str], rows: list[list[str]], classes: str = "") -> str:
-    """``rows``: cells already HTML."""
+def _html_table(
+    header: list[str],
+    rows: list[list[str]],
+    classes: str = "",
+    row_classes: list[str] | None = None,
+) -> str:
+    """``rows``: cells already HTML; ``row_classes``: one (ours, not from rows) per row."""
     head = "".join(f"<th>{escape_html(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    kinds = row_classes or [""] * len(rows)
+    body = "".join(
+        (f'<tr class="{k}">' if k else "<tr>") + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
+        for r, k in zip(rows, kinds, strict=True)
+    )
     return f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def html_friedman(f: Friedman) -> str:
+    """The Friedman test's summary and the average ranks, as an HTML fragment."""
+    return f'<p class="note">{friedman_summary(f, HTML)}</p>' + _html_table(
+        ["method", "average rank"], _friedman_rows(f, HTML)
+    )
 
 
 def html_tables(board: Leaderboard) -> dict[str, str]:
@@ -239,11 +338,14 @@ def html_tables(board: Leaderboard) -> dict[str, str]:
     out: dict[str, str] = {}
     for title, group, best in _pair_groups(board):
         rows = [_cells(r, b, HTML) for (_, r), b in zip(group.iterrows(), best, strict=True)]
-        out[title] = _html_table(_headers(), rows, "pair")
+        kinds = ["tied" if tied(r) else "" for _, r in group.iterrows()]
+        out[title] = _html_table(_headers(), rows, "pair", kinds)
     out["Overall"] = _html_table(
         ["method", *(m.label for m in OVERALL_METRICS)],
         _simple_rows(board.overall, OVERALL_METRICS, ["method"], HTML),
     )
+    if board.friedman is not None:
+        out[FRIEDMAN_TITLE] = html_friedman(board.friedman)
     out["Cost"] = _html_table(
         ["data set", "teacher", "student", "method", *(m.label for m in COST_METRICS)],
         _simple_rows(board.cost, COST_METRICS, [*PAIR_KEYS, "method"], HTML),
@@ -258,6 +360,8 @@ th,td{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}
 th{background:#f4f4f4}
 strong.best{color:#0b5d1e}
+tr.tied td:first-child{font-style:italic}
+table.pair td{white-space:nowrap}
 h2{margin-top:2.5rem;border-bottom:2px solid #333}
 .note{color:#555;font-size:.9rem}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
@@ -309,6 +413,11 @@ def latex(board: Leaderboard) -> str:
                 ]
             )
         )
+    if board.friedman is not None:
+        out.append(
+            f"\\paragraph{{{escape_latex(FRIEDMAN_TITLE)}.}} {friedman_summary(board.friedman, LATEX)}"
+        )
+    out.append(escape_latex(FOOTNOTE))
     return "\n\n".join(out) + "\n"
 
 

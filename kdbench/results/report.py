@@ -1,6 +1,7 @@
 """``kdbench report``: one self-contained HTML file (no network, no JavaScript) with the
-leaderboard tables, per-pair bar charts with error bars, accuracy against cost, the
-sensitivity of each tuned method to its hyperparameters, and dataset-distillation images.
+leaderboard tables, per-pair bar charts with error bars, the critical-difference diagram of
+the methods' average ranks (Friedman and Nemenyi), accuracy against cost, the sensitivity of
+each tuned method to its hyperparameters, and dataset-distillation images.
 
 What the rows hold is untrusted (results directories are shared): every value is escaped on
 its way into the page, and only artifacts inside the results directory are embedded.
@@ -22,12 +23,13 @@ import pandas as pd
 import kdbench
 from kdbench.errors import KdbenchError
 from kdbench.results import store
-from kdbench.results.charts import Bar, Point, bar_chart, scatter
+from kdbench.results.charts import Bar, Point, bar_chart, cd_diagram, scatter
 from kdbench.results.layout import Layout
-from kdbench.results.leaderboard import PAIR_KEYS, Leaderboard, leaderboard
+from kdbench.results.leaderboard import PAIR_KEYS, Friedman, Leaderboard, leaderboard
 from kdbench.results.reference import load_reference
 from kdbench.results.render import (
     FOOTNOTE,
+    FRIEDMAN_TITLE,
     STYLE,
     escape_html,
     html_tables,
@@ -91,6 +93,38 @@ def _cost_chart(board: Leaderboard) -> str:
         log_x=True,
         names=len(points) <= 12,
     )
+
+
+def _blocks(f: Friedman) -> str:
+    if f.blocks == "seeds" and f.pair is not None:
+        return f"the {f.n} seeds of the only pair, {pair_title(*f.pair, None)}"
+    return f"{f.n} pairs"
+
+
+def _cd_figure(f: Friedman) -> str:
+    """The critical-difference diagram and a caption that says what its blocks were."""
+    svg = cd_diagram(
+        f.methods,
+        f.avg_ranks,
+        cd=f.cd,
+        cliques=f.cliques,
+        title=f"critical difference diagram: average ranks over {_blocks(f)}",
+    )
+    caption = (
+        f"Each method at its average rank (1 = best) over {_blocks(f)}"
+        + (
+            ", taken as blocks: a seed's final trials share the student's initialisation and "
+            "data order, so the methods' runs on one seed are paired. This says how "
+            "consistently the methods rank on this pair, not how they fare on others"
+            if f.blocks == "seeds"
+            else ", the blocks"
+        )
+        + f". Bar: Nemenyi's critical difference at α = {f.alpha:g} (CD = {f.cd:.2f}); thick "
+        "lines join methods whose average ranks differ by less than CD, which the test does "
+        f"not tell apart. Friedman χ² = {f.statistic:.2f}, p = {f.p:.3g}"
+        + ("." if f.significant else ": equal ranks not rejected, so no difference is significant.")
+    )
+    return f"<figure>{svg}<figcaption>{escape_html(caption)}</figcaption></figure>"
 
 
 def _sensitivity(rows: pd.DataFrame) -> list[tuple[str, str]]:
@@ -222,6 +256,11 @@ def build_report(results_dir: str | os.PathLike[str]) -> str:
         )
     if not board.pairs.empty:
         parts.append(f"<h2>Overall</h2>{tables['Overall']}")
+    if board.friedman is not None:
+        parts.append(
+            f"<h2>{escape_html(FRIEDMAN_TITLE)}</h2>{_cd_figure(board.friedman)}"
+            f"{tables[FRIEDMAN_TITLE]}"
+        )
     parts.append(f"<h2>Cost</h2>{tables['Cost']}")
     if not board.pairs.empty:
         parts.append(
