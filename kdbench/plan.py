@@ -238,9 +238,10 @@ class Plan:
 
 
 def confirm_count(suite: Suite, complete: int) -> int:
-    """Confirm trials of a study with ``complete`` complete trials."""
+    """Confirm trials of a study with ``complete`` complete trials, at most: its ``top`` and
+    the reference setting."""
     c = suite.tuning.confirm
-    return min(c.top, complete) * c.seeds if c else 0
+    return min(c.top + 1, complete) * c.seeds if c else 0
 
 
 def representative_confirms(
@@ -252,7 +253,7 @@ def representative_confirms(
         return []
     return [
         confirm_spec(suite, study.cell, study.teacher, first + n, seed, hp)
-        for n in range(min(c.top, study.budget))
+        for n in range(min(c.top + 1, study.budget))
         for seed in suite.tuning_seeds[1:]
     ]
 

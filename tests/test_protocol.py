@@ -226,12 +226,14 @@ class Outcome:
     seconds: float = 1.0
 
 
-def run_confirmed(values, confirm_val, top=2, seeds=2, finished=None, confirm_rows=None):
+def run_confirmed(
+    values, confirm_val, top=2, seeds=2, finished=None, confirm_rows=None, methods=("kd",)
+):
     plan = expand(
         parse_suite(
             raw_suite(
                 tuning={"trials": len(values), "confirm": {"top": top, "seeds": seeds}},
-                methods=["kd"],
+                methods=list(methods),
             )
         )
     )
@@ -266,7 +268,15 @@ def test_confirmation_reruns_the_best_settings_and_selects_by_their_mean():
     # every confirm trial went out before any final of the cell
     last_confirm = max(i for i, s in enumerate(ran) if s.phase == "confirm")
     assert all(i > last_confirm for i, s in enumerate(ran) if s in finals)
-    assert plan.counts()["confirm"] == 4
+    assert plan.counts()["confirm"] == 6  # at most: the top 2 and the reference, 2 seeds each
+
+
+def test_the_reference_setting_is_confirmed_even_outside_the_top():
+    # T alone is searched, so the reference (kd's defaults) is {"T": 4.0}: trial 3 here
+    kd = {"name": "kd", "params": {"alpha": 0.9, "gamma": 0.1}}
+    *_, ran = run_confirmed([0.96, 0.80, 0.99, 0.85], lambda s: 0.9, methods=[kd])
+    confirmed = {s.number for s in ran if s.phase == "confirm"}
+    assert confirmed == {0, 2, 3}
 
 
 def test_without_a_contradiction_confirmation_keeps_the_single_seed_pick():
@@ -307,7 +317,8 @@ def test_planned_specs_of_a_confirmed_study_count_its_confirms():
     tuner = Tuner(plan, book)
     work = remaining(plan, {}, tuner)
     phases = [s.phase for s in planned_specs(work, tuner)]
-    assert phases.count("confirm") == 6 and phases.count("tune") == 4
+    # at most the top 3 and the reference: all 4 trials, at 2 seeds each
+    assert phases.count("confirm") == 8 and phases.count("tune") == 4
 
 
 # --------------------------------------------------------------------------- best vs last
@@ -357,12 +368,45 @@ def test_a_refit_confirmed_run_end_to_end(tmp_path, ray_local):
         2 * (1078 + 359),
     ]
     assert set(by["tune"]["seed"]) == {TUNING_SEED} and len(by["tune"]) == 3
-    assert set(by["confirm"]["seed"]) == {TUNING_SEED + 1} and len(by["confirm"]) == 2
+    # the top 2, and the reference (the first trial: kd's defaults) if it is not among them
+    assert set(by["confirm"]["seed"]) == {TUNING_SEED + 1} and 2 <= len(by["confirm"]) <= 3
+    defaults = '{"T": 4.0, "alpha": 0.9, "gamma": 0.1}'
+    assert defaults in set(by["confirm"]["hparams"])
     assert by["confirm"]["val_acc"].between(0, 1).all()
     finals = by["final"]
     assert set(finals["seed"]) == {0, 1} and len(finals) == 4  # kd and scratch
-    assert finals["val_acc"].isna().all() and (finals["best_test_acc"] >= finals["test_acc"]).all()
+    assert finals["val_acc"].isna().all()
+    assert (finals["best_test_acc"] >= finals["test_acc"]).all()
     assert (finals["images_seen"] == 2 * (1078 + 359)).all()
     # a second run finds everything done
     again = run_suite(suite, tmp_path / "r", live=False)
     assert again.ran == 0
+
+
+def test_the_leaderboard_takes_each_cells_newest_finals_and_their_teacher():
+    from kdbench.results.leaderboard import leaderboard
+
+    def final(seed, acc, when, hp, teacher_acc=0.99):
+        return {
+            "phase": "final",
+            "status": "ok",
+            "dataset": "digits",
+            "teacher": "cnn_wide",
+            "student": "cnn_tiny",
+            "method": "kd",
+            "seed": seed,
+            "test_acc": acc,
+            "teacher_test_acc": teacher_acc,
+            "hparams": hp,
+            "finished_at": when,
+        }
+
+    rows = store.to_table(
+        [final(s, 0.90, f"2026-01-0{s + 1}", '{"T": 4}', 0.95) for s in range(3)]
+        + [final(s, 0.96, f"2026-02-0{s + 1}", '{"T": 8}') for s in range(3)]
+        # the tuning trials' teacher (refit: trained on train alone) scored lower
+        + [{**final(0, 0.97, "2026-01-01", "{}"), "phase": "teacher", "method": "teacher"}]
+    ).to_pandas()
+    board = leaderboard(rows)
+    (kd,) = board.pairs.itertuples()
+    assert kd.n == 3 and kd.mean == pytest.approx(0.96) and kd.teacher_acc == pytest.approx(0.99)

@@ -164,20 +164,24 @@ class Leaderboard:
 
 
 def teacher_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
-    """dataset, teacher -> teacher_acc: the teacher rows' test accuracy, else the final rows' record."""
+    """dataset, teacher -> teacher_acc: what the standing final rows record of the teacher
+    they distilled from, else the teacher rows' test accuracy. (With ``data.refit`` a data set
+    has two teachers of one architecture, the tuning trials' and the finals'; the finals'
+    is the one to compare with.)"""
     ok = rows[rows["status"] == "ok"]
     own = (
         ok[ok["phase"] == "teacher"]
         .groupby(["dataset", "teacher"], as_index=False)["test_acc"]
         .mean()
     )
+    finals = current_finals(rows)
     seen = (
-        ok[ok["phase"] == "final"]
+        finals[finals["status"] == "ok"]
         .groupby(["dataset", "teacher"], as_index=False)["teacher_test_acc"]
         .mean()
     )
     merged = seen.merge(own, on=["dataset", "teacher"], how="outer")
-    merged["teacher_acc"] = merged["test_acc"].fillna(merged["teacher_test_acc"])
+    merged["teacher_acc"] = merged["teacher_test_acc"].fillna(merged["test_acc"])
     return merged[["dataset", "teacher", "teacher_acc"]]
 
 
@@ -501,8 +505,23 @@ def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     return out[COST_COLUMNS].sort_values([*PAIR_KEYS, "method"]).reset_index(drop=True)
 
 
+def current_finals(rows: pd.DataFrame) -> pd.DataFrame:
+    """The final rows that stand: per cell and seed, the one that finished last. A suite
+    changed and run again into the same directory (a new selection once ``tuning.confirm`` is
+    on, a new budget) writes new finals beside the old ones; the cell's numbers are the new
+    ones, and the old rows stay in the directory for anyone who asks for them."""
+    final = rows[rows["phase"] == "final"]
+    if final.empty:
+        return final
+    if "finished_at" in final:  # else (a frame built by hand) the later row is the newer
+        final = final.iloc[final["finished_at"].fillna("").to_numpy().argsort(kind="stable")]
+    newest = final.drop_duplicates([*PAIR_KEYS, "method", "seed"], keep="last")
+    return newest.sort_index()
+
+
 def leaderboard(rows: pd.DataFrame, reference: pd.DataFrame | None = None) -> Leaderboard:
-    final = rows[(rows["phase"] == "final") & (rows["status"] == "ok") & rows["test_acc"].notna()]
+    final = current_finals(rows)
+    final = final[(final["status"] == "ok") & final["test_acc"].notna()]
     if final.empty:
         return Leaderboard(
             pd.DataFrame(columns=PAIR_COLUMNS),

@@ -145,13 +145,20 @@ class Tuner:
     # -- seed-confirmed selection
     def confirms(self, name: str) -> list[StudentSpec]:
         """A done study's confirm trials: its ``top`` best complete trials (the earlier on a
-        tie), each at every further tuning seed. None without ``tuning.confirm``."""
+        tie) and its reference trial (the defaults, when complete and not among them), each
+        at every further tuning seed. None without ``tuning.confirm``."""
         c = self.suite.tuning.confirm
         if not c:
             return []
         if name not in self._confirms:
             study = self.studies[name]
-            best = sorted(self.book.complete(name), key=lambda t: (-t[2], t[0]))[: c.top]
+            complete = self.book.complete(name)
+            best = sorted(complete, key=lambda t: (-t[2], t[0]))[: c.top]
+            # The reference setting is confirmed too: the one-standard-error rule may keep
+            # it, which it could not do among candidates that left it out.
+            start = start_point(study)
+            numbers = {n for n, _, _ in best}
+            best += [t for t in complete if t[1] == start and t[0] not in numbers][:1]
             self._confirms[name] = [
                 confirm_spec(
                     self.suite,
