@@ -104,8 +104,9 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     print(
         f"  estimated cost of what is left: {est.images:,} training images, "
         f"{est.macs / 1e12:.2f} TMAC, ≈ {est.cpu_seconds / 3600:.2f} CPU-hours "
-        f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times; "
-        "pruning, evaluation and scheduling not counted)"
+        f"(≈ {_duration(est.wall_seconds)} on {est.cpus_available} CPUs; measured step times, "
+        f"evaluation {est.eval_seconds / 3600:.2f} CPU-hours of it; pruning and scheduling "
+        "not counted)"
     )
     if est.unbudgeted:
         print(

@@ -259,7 +259,13 @@ def representative_confirms(
 
 
 def cells(suite: Suite) -> list[Cell]:
-    return [Cell(d, p, m) for d in suite.datasets for p in suite.pairs for m in suite.methods]
+    return [
+        Cell(d, p, m)
+        for d in suite.datasets
+        for p in suite.pairs
+        for m in suite.methods
+        if m.runs_on(p)
+    ]
 
 
 def resolve_hparams(

@@ -436,6 +436,16 @@ class MethodEntry:
     """What the ``method`` column says; the name unless the entry gives ``label``."""
     params: tuple[tuple[str, Any], ...] = ()
     search: tuple[tuple[str, SearchSpace], ...] = ()
+    pairs: tuple[str, ...] = ()
+    """The pairs (``teacher->student``) the method runs on; empty: every pair of the suite."""
+
+    def runs_on(self, pair: Pair) -> bool:
+        return not self.pairs or pair_name(pair) in self.pairs
+
+
+def pair_name(pair: Pair) -> str:
+    """A pair as a method entry's ``pairs`` names it: ``teacher->student``."""
+    return f"{pair.teacher.arch}->{pair.student}"
 
 
 @dataclass(frozen=True)
@@ -489,6 +499,8 @@ def _plain(obj: Any) -> Any:
             out["params"] = dict(obj.params)
         if obj.search:
             out["search"] = {k: _plain(v) for k, v in obj.search}
+        if obj.pairs:
+            out["pairs"] = list(obj.pairs)
         return out
     if isinstance(obj, TeacherRef):
         return (
@@ -843,11 +855,12 @@ TOP_KEYS = (*REQUIRED, *SECTIONS)
 def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
     c = _Checker(source)
     raw = c.mapping(raw, "", TOP_KEYS, required=REQUIRED)
+    pairs = _pairs(c, raw["pairs"], base_dir)
     suite = Suite(
         name=_name(c, raw["name"]),
         datasets=_datasets(c, raw["datasets"]),
-        pairs=_pairs(c, raw["pairs"], base_dir),
-        methods=_methods(c, raw["methods"]),
+        pairs=pairs,
+        methods=_methods(c, raw["methods"], pairs),
         seeds=_seeds(c, raw["seeds"]),
         **{key: parse_section(c, cls, raw.get(key), key) for key, cls in SECTIONS.items()},
         source=source,
@@ -940,9 +953,9 @@ def _pairs(c: _Checker, raw: Any, base_dir: Path | None) -> tuple[Pair, ...]:
     return tuple(pairs)
 
 
-def _methods(c: _Checker, raw: Any) -> tuple[MethodEntry, ...]:
+def _methods(c: _Checker, raw: Any, pairs: tuple[Pair, ...]) -> tuple[MethodEntry, ...]:
     methods = [
-        _method(c, m, f"methods[{i}]") for i, m in enumerate(c.nonempty_list(raw, "methods"))
+        _method(c, m, f"methods[{i}]", pairs) for i, m in enumerate(c.nonempty_list(raw, "methods"))
     ]
     labels = [m.label for m in methods]
     for i, label in enumerate(labels):
@@ -1042,12 +1055,12 @@ def _loadable_checkpoint(c: _Checker, path: str, key: str) -> None:
     c.checkpoints.add(path)
 
 
-def _method(c: _Checker, raw: Any, key: str) -> MethodEntry:
+def _method(c: _Checker, raw: Any, key: str, pairs: tuple[Pair, ...]) -> MethodEntry:
     from kdbench.methods import method_class
 
     if isinstance(raw, str):
         raw = {"name": raw}
-    raw = c.mapping(raw, key, ("name", "label", "params", "search"), required=("name",))
+    raw = c.mapping(raw, key, ("name", "label", "params", "search", "pairs"), required=("name",))
     name = c.string(raw["name"], f"{key}.name")
     _short(c, name, f"{key}.name")  # else the registry's refusal shows it whole, twice
     try:
@@ -1077,8 +1090,32 @@ def _method(c: _Checker, raw: Any, key: str) -> MethodEntry:
             )
         spaces.append((pname, _search_space(c, value, f"{key}.search.{pname}", known[pname])))
     return MethodEntry(
-        name=name, label=label, params=tuple(sorted(fixed)), search=tuple(sorted(spaces))
+        name=name,
+        label=label,
+        params=tuple(sorted(fixed)),
+        search=tuple(sorted(spaces)),
+        pairs=_method_pairs(c, raw.get("pairs"), f"{key}.pairs", pairs),
     )
+
+
+def _method_pairs(c: _Checker, raw: Any, key: str, pairs: tuple[Pair, ...]) -> tuple[str, ...]:
+    """``pairs: [teacher->student, ...]``: the suite's pairs a method runs on (a suite that
+    distils a CIFAR-style pair and evaluates dataset distillation on ConvNet-3 runs neither
+    family on the other's pair)."""
+    if raw is None:
+        return ()
+    names = [pair_name(p) for p in pairs]
+    chosen = c.nonempty_list(raw, key)
+    for i, name in enumerate(chosen):
+        c.choice(name, f"{key}[{i}]", tuple(dict.fromkeys(names)))
+        if names.count(name) > 1:
+            raise c.fail(
+                f"{key}[{i}]",
+                f"'{name}' names {names.count(name)} pairs (their teachers' checkpoints "
+                "differ); a method entry cannot choose between them",
+            )
+    c.unique(chosen, key)
+    return tuple(chosen)
 
 
 def _hp_reason(hp: HParam, value: Any) -> str | None:

@@ -318,3 +318,34 @@ def test_custom_resources_and_gpu_type_reach_the_trials_ray_options(tmp_path):
     assert [t.trial_id for t in plan.trials] == [t.trial_id for t in plain.trials]
     # the resolved suite written with each run keeps them as a mapping
     assert s.to_dict()["resources"]["custom"] == {"a100": 0.5, "fast_disk": 1.0}
+
+
+def test_a_method_entry_can_name_the_pairs_it_runs_on():
+    from kdbench.plan import expand
+    from kdbench.suite import parse_suite
+
+    raw = {
+        "name": "two",
+        "datasets": ["digits"],
+        "pairs": [
+            {"teacher": "cnn_wide", "student": "cnn_tiny"},
+            {"teacher": "cnn_wide", "student": "convnet3"},
+        ],
+        "methods": ["kd", {"name": "dd_random", "pairs": ["cnn_wide->convnet3"]}],
+        "seeds": [0],
+        "tuning": {"trials": 0},
+    }
+    suite = parse_suite(raw)
+    keys = [c.key for c in expand(suite).cells]
+    assert keys == [
+        "digits/cnn_wide->cnn_tiny/scratch",
+        "digits/cnn_wide->cnn_tiny/kd",
+        "digits/cnn_wide->convnet3/scratch",
+        "digits/cnn_wide->convnet3/kd",
+        "digits/cnn_wide->convnet3/dd_random",
+    ]
+    again = parse_suite(suite.to_dict())  # the resolved suite says it too
+    assert again.methods == suite.methods and again.sha256() == suite.sha256()
+    raw["methods"] = [{"name": "kd", "pairs": ["cnn_wide->cnn_tin"]}]
+    with pytest.raises(SuiteError, match=r"methods\[0\]\.pairs\[0\]: 'cnn_wide->cnn_tin' is not"):
+        parse_suite(raw)

@@ -2,9 +2,11 @@
 
 The time estimate is measured, not guessed: a few training steps of every distinct
 (student, teacher, method) shape on random inputs of the data set's shape, timed on this
-machine at the suite's thread count on a batch of up to 16 scaled to the suite's batch size,
-times the steps the plan will take.
-Evaluation passes and Ray's overhead are not included. What a trial trains on, for how many
+machine at the suite's thread count and the trial's precision (bf16 autocast and
+channels_last where ``budget.precision`` gives them) on a batch of up to 16 scaled to the
+suite's batch size, times the steps the plan will take. Evaluation passes (`val` at every
+validated epoch, a final's test split after each) count a third of a step's time an image;
+Ray's overhead is not included. What a trial trains on, for how many
 epochs, and the time of a method's own stage come from the method (``Method.cost``): a
 dataset-distillation trial trains on its synthetic set and synthesises for at most its time
 budget, counted whole; a stage without a time bound is counted apart, as not estimated.
@@ -24,6 +26,7 @@ from kdbench.methods import MethodContext, method_class
 from kdbench.methods.base import CostBasis, Step
 from kdbench.models import build_model, count_macs
 from kdbench.plan import Plan, TrialSpec
+from kdbench.training.loop import Precision, as_fp32
 
 PROBE_BATCH = 16
 
@@ -42,6 +45,8 @@ class Estimate:
     cpus_available: int
     unbudgeted: int = 0
     """Trials whose method's own stage has no time bound: that stage is not in the estimate."""
+    eval_seconds: float = 0.0
+    """The part of ``cpu_seconds`` that is evaluation (val, and the test split of finals)."""
 
 
 def _probe(spec: TrialSpec, batch: int, steps: int = 2) -> tuple[float, int]:
@@ -67,23 +72,45 @@ def _probe(spec: TrialSpec, batch: int, steps: int = 2) -> tuple[float, int]:
     )
     method = cls(dict(spec.hparams) or cls.defaults(), ctx)
     opt = torch.optim.SGD(list(model.parameters()) + list(method.parameters()), lr=1e-3)
-    x = torch.randn(batch, *info.input_shape)
+    macs = count_macs(model, info.input_shape)
+    # As the trial will compute: bf16 autocast and channels_last where its precision says so.
+    precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"))
+    if precision.channels_last:
+        model.to(memory_format=torch.channels_last)
+        method.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+    x = precision.layout(torch.randn(batch, *info.input_shape))
     idx = torch.arange(batch)
     y = labels[idx]
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            t_out = teacher.forward_features(x) if teacher is not None else None
-        terms = method.loss(
-            Step(x=x, y=y, student=model.forward_features(x), teacher=t_out, index=idx)
-        )
+        with torch.no_grad(), precision.autocast(x.device):
+            t_out = as_fp32(teacher.forward_features(x)) if teacher is not None else None
+        with precision.autocast(x.device):
+            s_out = model.forward_features(x)
+        terms = method.loss(Step(x=x, y=y, student=as_fp32(s_out), teacher=t_out, index=idx))
         opt.zero_grad()
         torch.stack(list(terms.values())).sum().backward()
         opt.step()
         if i:
             times.append(time.perf_counter() - t0)
-    return min(times), count_macs(model, info.input_shape)
+    return min(times), macs
+
+
+def _eval_seconds(spec: TrialSpec, step_s: float, batch: int, epochs: int, n_val: int) -> float:
+    """The trial's evaluation passes, at a third of a training step's time an image (a
+    forward pass, no backward): `val` at every validated epoch, and a final's (or a
+    teacher's) test split, after every validated epoch for a final."""
+    info = dataset_info(spec.dataset, spec.data.root)
+    validated = min(epochs, spec.epochs) if spec.epochs else 0
+    images = validated * n_val
+    if spec.phase == "final":
+        images += validated * info.test
+    elif spec.phase == "teacher":
+        images += info.test + n_val
+    return images * step_s / batch / 3.0
 
 
 def estimate(
@@ -97,6 +124,7 @@ def estimate(
     macs = 0.0
     cpu_s = 0.0
     unbudgeted = 0
+    evaluation = 0.0
     for spec in specs:
         counts[spec.phase] = counts.get(spec.phase, 0) + 1
         if spec.epochs == 0:  # a teacher loaded from a checkpoint: evaluation only
@@ -104,7 +132,7 @@ def estimate(
         info = dataset_info(spec.dataset, spec.data.root)
         n_train, n_val = info.split_sizes(spec.data.val_fraction)
         if spec.refit:
-            n_train += n_val
+            n_train, n_val = n_train + n_val, 0
         cpus = spec.resources.cpus
         cls = method_class(spec.trains_method)
         cost = cls.cost(
@@ -125,6 +153,9 @@ def estimate(
             probes[key] = (step_s * step_batch / probe_batch, model_macs)
         step_s, model_macs = probes[key]
         cpu_s += step_s * math.ceil(n_train / batch) * epochs * cpus
+        eval_s = _eval_seconds(spec, step_s, step_batch, epochs, n_val) * cpus
+        cpu_s += eval_s
+        evaluation += eval_s
         macs += 3.0 * model_macs * n
     cpus = cpus_available or os.cpu_count() or 1
     return Estimate(
@@ -135,4 +166,5 @@ def estimate(
         wall_seconds=cpu_s / cpus,
         cpus_available=cpus,
         unbudgeted=unbudgeted,
+        eval_seconds=evaluation,
     )

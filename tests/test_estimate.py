@@ -1,0 +1,58 @@
+"""The cost estimate of `--dry-run`: what it counts, measured on this machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdbench.data import dataset_info
+from kdbench.plan import expand
+from kdbench.scheduler.estimate import _eval_seconds, estimate
+from kdbench.suite import parse_suite
+
+
+def plan_of(**over):
+    raw = {
+        "name": "est",
+        "datasets": ["digits"],
+        "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
+        "methods": ["kd"],
+        "seeds": [0],
+        "budget": {"epochs": 4},
+        "teacher": {"epochs": 4},
+        "tuning": {"trials": 1},
+    }
+    raw.update(over)
+    return expand(parse_suite(raw))
+
+
+def test_evaluation_is_counted_and_a_final_scores_test_after_every_epoch():
+    plan = plan_of()
+    specs = plan.representative()
+    tune = next(s for s in specs if s.phase == "tune" and s.label == "kd")
+    final = next(s for s in specs if s.phase == "final" and s.label == "kd")
+    info = dataset_info("digits")
+    # a final's validated epochs each score val and test, a tuning trial's val alone
+    assert _eval_seconds(final, 3.0, 10, 4, info.val) == pytest.approx(
+        4 * (info.val + info.test) * 3.0 / 10 / 3
+    )
+    assert _eval_seconds(tune, 3.0, 10, 4, info.val) == pytest.approx(4 * info.val * 3.0 / 10 / 3)
+    # 300 epochs on a synthetic set under a 4-epoch budget validate 4 times, not 300
+    assert _eval_seconds(final, 3.0, 10, 300, info.val) == _eval_seconds(
+        final, 3.0, 10, 4, info.val
+    )
+    est = estimate(plan, [tune, final], cpus_available=1)
+    assert 0 < est.eval_seconds < est.cpu_seconds
+
+
+def test_refit_trials_are_costed_on_train_and_val():
+    plain = plan_of(tuning={"trials": 0})
+    refit = plan_of(tuning={"trials": 0}, data={"refit": "train+val"})
+    a = estimate(plain, list(plain.finals), cpus_available=1)
+    b = estimate(refit, list(refit.finals), cpus_available=1)
+    assert a.images == 2 * 4 * 1078 and b.images == 2 * 4 * (1078 + 359)
+
+
+def test_the_probe_runs_at_the_trials_precision():
+    plan = plan_of(budget={"epochs": 4, "precision": "bf16"}, tuning={"trials": 0})
+    est = estimate(plan, list(plan.finals), cpus_available=1)
+    assert est.cpu_seconds > 0 and est.trials == {"final": 2}
