@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     from kdbench.results import store
-    from kdbench.scheduler.driver import tune_rows
+    from kdbench.scheduler.driver import tuning_rows
     from kdbench.scheduler.estimate import estimate
     from kdbench.scheduler.work import planned_specs, remaining
     from kdbench.tuning.studies import StudyPeek
@@ -72,7 +72,7 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     suite = plan.suite
     finished = store.finished_trials(results) if results.is_dir() else {}
     peek = StudyPeek(*book_args(plan, str(results))[:3]) if plan.studies else None
-    confirms = tune_rows(results, "confirm") if peek and results.is_dir() else {}
+    confirms = tuning_rows(results)[1] if peek and results.is_dir() else {}
     tuner = Tuner(plan, peek, confirm_rows=confirms) if peek else None
     work = remaining(plan, finished, tuner, retry_failed=retry_failed)
     print(f"suite {suite.name} ({suite.source}, sha256 {suite.sha256()[:12]})")
@@ -128,8 +128,7 @@ def _splits(plan: Plan, dataset: str) -> str:
     d = plan.suite.data
     info = dataset_info(dataset, d.root)
     train, val = info.split_sizes(d.val_fraction)
-    refit = d.refit == "train+val"
-    finals = f"{train + val:,} (train+val: data.refit)" if refit else f"{train:,} (train)"
+    finals = f"{train + val:,} (train+val: data.refit)" if d.refits else f"{train:,} (train)"
     tuned = f"tuning trials train on {train:,} and validate on {val:,}; " if plan.studies else ""
     return f"{tuned}teachers and finals train on {finals}; test {info.test:,} images"
 

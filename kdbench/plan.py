@@ -229,7 +229,7 @@ class Plan:
         for s in self.studies:
             hp = resolve_hparams(s.cell.method)
             out += [tune_spec(self.suite, s.cell, s.teacher, n, hp) for n in range(s.budget)]
-            out += representative_confirms(self.suite, s, hp, 0)
+            out += representative_confirms(self.suite, s, hp)
             out += [
                 final_spec(self.suite, s.cell, s.final_teacher, seed, hp)
                 for seed in self.suite.seeds
@@ -245,15 +245,13 @@ def confirm_count(suite: Suite, complete: int) -> int:
 
 
 def representative_confirms(
-    suite: Suite, study: StudyPlan, hp: tuple[tuple[str, Any], ...], first: int
+    suite: Suite, study: StudyPlan, hp: tuple[tuple[str, Any], ...]
 ) -> list[StudentSpec]:
-    """A study's confirm trials at ``hp`` (for costs), numbered from ``first``."""
-    c = suite.tuning.confirm
-    if not c:
-        return []
+    """A study's confirm trials at ``hp``, as many as it may run (for costs)."""
+    settings = confirm_count(suite, study.budget) // max(len(suite.tuning_seeds) - 1, 1)
     return [
-        confirm_spec(suite, study.cell, study.teacher, first + n, seed, hp)
-        for n in range(min(c.top + 1, study.budget))
+        confirm_spec(suite, study.cell, study.teacher, n, seed, hp)
+        for n in range(settings)
         for seed in suite.tuning_seeds[1:]
     ]
 
@@ -288,8 +286,9 @@ def teacher_spec(
     *,
     refit: bool = False,
 ) -> TeacherSpec:
+    """A teacher's spec; ``refit``: trained on train+val (never for a checkpoint's)."""
     return TeacherSpec(
-        refit=refit and ref.checkpoint is None,
+        refit=refit,
         dataset=dataset,
         teacher=ref,
         seed=suite.teacher.seed,
@@ -311,7 +310,7 @@ def _student_spec(
     number: int | None = None,
 ) -> StudentSpec:
     return StudentSpec(
-        refit=phase == "final" and suite.data.refit == "train+val",
+        refit=phase == "final" and suite.data.refits,
         phase=phase,
         dataset=cell.dataset,
         teacher=cell.pair.teacher,
@@ -383,12 +382,11 @@ def expand(suite: Suite) -> Plan:
     from kdbench.tuning.space import search_space
     from kdbench.tuning.studies import study_name
 
-    refit = suite.data.refit == "train+val"
     hashes: dict[str, str] = {}
     teachers: dict[tuple[str, TeacherRef, bool], TeacherSpec] = {}
 
     def teacher(dataset: str, ref: TeacherRef, for_finals: bool) -> TeacherSpec:
-        key = (dataset, ref, for_finals and refit and ref.checkpoint is None)
+        key = (dataset, ref, for_finals and suite.data.refits and ref.checkpoint is None)
         if key not in teachers:
             sha = None
             if ref.checkpoint:

@@ -302,6 +302,11 @@ class DataConfig:
         "Where data sets live; default $KDBENCH_DATA or ~/.cache/kdbench/data.",
     )
 
+    @property
+    def refits(self) -> bool:
+        """Whether teachers and finals train on train+val once tuning is done."""
+        return self.refit == "train+val"
+
 
 @dataclass(frozen=True)
 class TeacherConfig:

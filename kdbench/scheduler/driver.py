@@ -56,17 +56,21 @@ def default_results_dir(suite: Suite) -> Path:
     return Path("results") / suite.name
 
 
-def tune_rows(
-    results_dir: Path, phase: str = "tune"
-) -> dict[str, tuple[str, float | None, int | None]]:
-    """The tuning (or confirm) rows already written: (status, val_acc, epoch_reported) by
-    trial id."""
+TuneRows = dict[str, tuple[str, "float | None", "int | None"]]
+
+
+def tuning_rows(results_dir: Path) -> tuple[TuneRows, TuneRows]:
+    """The tune and the confirm rows already written, in one read: (status, val_acc,
+    epoch_reported) by trial id."""
     rows = store.read_table(
         results_dir,
-        columns=["trial_id", "status", "val_acc", "epoch_reported"],
-        filter=store.ds.field("phase") == phase,
+        columns=["trial_id", "phase", "status", "val_acc", "epoch_reported"],
+        filter=store.ds.field("phase").isin(["tune", "confirm"]),
     ).to_pylist()
-    return {r["trial_id"]: (r["status"], r["val_acc"], r["epoch_reported"]) for r in rows}
+    by: dict[str, TuneRows] = {"tune": {}, "confirm": {}}
+    for r in rows:
+        by[r["phase"]][r["trial_id"]] = (r["status"], r["val_acc"], r["epoch_reported"])
+    return by["tune"], by["confirm"]
 
 
 class Driver:
@@ -133,12 +137,7 @@ class Driver:
         tuner = None
         if self.plan.studies:
             book = StudyBook(*self.book_args)
-            tuner = Tuner(
-                self.plan,
-                book,
-                tune_rows(self.results_dir),
-                tune_rows(self.results_dir, "confirm"),
-            )
+            tuner = Tuner(self.plan, book, *tuning_rows(self.results_dir))
         work = remaining(
             self.plan,
             self.finished,

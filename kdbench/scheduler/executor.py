@@ -93,7 +93,7 @@ class RayExecutor:
             bundle = self.bundles.get(name) or load_dataset(
                 name, root=d.root, val_fraction=d.val_fraction
             )
-            if self.suite.data.refit != "none":  # its other form will be wanted too
+            if self.suite.data.refits:  # its other form will be wanted too
                 self.bundles[name] = bundle
             self.data_refs[key] = ray.put(bundle.refit() if refit else bundle)
         return self.data_refs[key]

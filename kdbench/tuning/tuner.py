@@ -119,7 +119,7 @@ class Tuner:
             tune_spec(self.suite, study.cell, study.teacher, n, hp)
             for n in range(done + running, study.budget)
         ]
-        return tune + representative_confirms(self.suite, study, hp, 0) + self.final_specs(name, hp)
+        return tune + representative_confirms(self.suite, study, hp) + self.final_specs(name, hp)
 
     def final_specs(self, name: str, hp: tuple[tuple[str, Any], ...]) -> list[StudentSpec]:
         study = self.studies[name]
