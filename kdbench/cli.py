@@ -260,6 +260,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{name:<14} {size / 1e6:6.3f}M params (10 classes, 3×32×32)  "
                 f"{_first_line(factory.__doc__) or ''}"
             )
+        for prefix in MODELS.families():
+            print(f"{prefix + ':<name>':<14} {_family_line(prefix)}")
     else:
         from kdbench.data import DATASETS, dataset_info
 
@@ -275,6 +277,17 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"test {info.test:>6,}  {_first_line(loader.__doc__)}"
             )
     return 0
+
+
+def _family_line(prefix: str) -> str:
+    """What a model family is and whether its library is installed (without importing it)."""
+    from importlib import metadata
+
+    try:
+        installed = f"{prefix} {metadata.version(prefix)} installed"
+    except metadata.PackageNotFoundError:
+        installed = f"not installed: pip install 'kdbench[{prefix}]'"
+    return f"any {prefix} model, untrained, at the data set's size and classes ({installed})"
 
 
 def _first_line(doc: str | None) -> str:

@@ -1008,16 +1008,28 @@ def _seeds(c: _Checker, raw: Any) -> tuple[int, ...]:
 
 def _pair(c: _Checker, raw: Any, key: str, models: Any, base_dir: Path | None) -> Pair:
     raw = c.mapping(raw, key, ("teacher", "student"), required=("teacher", "student"))
-    student = c.choice(raw["student"], f"{key}.student", models)
+    student = _model(c, raw["student"], f"{key}.student", models)
     t = raw["teacher"]
     if isinstance(t, dict):
         t = c.mapping(t, f"{key}.teacher", ("arch", "checkpoint"), required=("arch",))
-        arch = c.choice(t["arch"], f"{key}.teacher.arch", models)
+        arch = _model(c, t["arch"], f"{key}.teacher.arch", models)
         ckpt = c.string(t.get("checkpoint"), f"{key}.teacher.checkpoint", optional=True)
         if ckpt is not None:
             ckpt = _resolve_checkpoint(c, ckpt, f"{key}.teacher.checkpoint", base_dir)
         return Pair(TeacherRef(arch, ckpt), student)
-    return Pair(TeacherRef(c.choice(t, f"{key}.teacher", models)), student)
+    return Pair(TeacherRef(_model(c, t, f"{key}.teacher", models)), student)
+
+
+def _model(c: _Checker, value: Any, key: str, models: Any) -> str:
+    """A model name: a registered one, or one of a family (``timm:<name>``), refused with the
+    family's own reason (unknown to timm, timm not installed)."""
+    if isinstance(value, str) and ":" in value and value.split(":", 1)[0] in models.families():
+        try:
+            models.get(value)
+        except KdbenchError as exc:
+            raise c.fail(key, str(exc)) from None
+        return value
+    return c.choice(value, key, models)
 
 
 def _resolve_checkpoint(c: _Checker, ckpt: str, key: str, base_dir: Path | None) -> str:

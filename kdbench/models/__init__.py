@@ -8,6 +8,7 @@ from kdbench.models import (  # noqa: F401  (registration)
     mobilenetv2,
     resnet_cifar,
     shufflenet,
+    timm_models,
     torchvision_models,
     vgg,
     wrn,
