@@ -251,6 +251,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, cls in METHODS.items():
             hps = ", ".join(f"{h.name}={h.default}" for h in cls.hparams) or "no hyperparameters"
             print(f"{name:<14} {_first_line(cls.__doc__)}  [{hps}]")
+    elif args.what == "suites":
+        from kdbench.shipped import SUITES, describe, suite_names
+
+        for name in suite_names():
+            print(f"{name:<24} {describe(name)}")
+        print(f"(shipped in {SUITES}; run one by name: kdbench run NAME)", file=sys.stderr)
     elif args.what == "models":
         from kdbench.models import MODELS, build_model, count_params
 
@@ -337,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run (or resume) a suite and print its leaderboard")
-    r.add_argument("suite")
+    r.add_argument("suite", help="a suite file, or a shipped suite's name (kdbench list suites)")
     r.add_argument(
         "--results", metavar="DIR", help="results directory (default results/<suite name>)"
     )
@@ -392,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     ls = sub.add_parser("list", help="what the registries hold")
-    ls.add_argument("what", choices=("methods", "models", "datasets"))
+    ls.add_argument("what", choices=("suites", "methods", "models", "datasets"))
     ls.set_defaults(func=cmd_list)
     return p
 

@@ -31,6 +31,7 @@ import yaml
 
 from kdbench.errors import KdbenchError, SuiteError, choices_hint, first_line, one_line
 from kdbench.methods.base import HParam, SearchSpace
+from kdbench.shipped import suite_file
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -660,8 +661,9 @@ def _children(node: yaml.Node) -> Iterator[yaml.Node]:
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Read, validate and resolve a suite file; raise ``SuiteError`` on the first mistake."""
-    path = Path(path)
+    """Read, validate and resolve a suite file (or a shipped suite, by name); raise
+    ``SuiteError`` on the first mistake."""
+    path = suite_file(path)
     return parse_suite(read_yaml(path), source=str(path), base_dir=path.resolve().parent)
 
 

@@ -1,4 +1,5 @@
-"""Published numbers, kept as data in the project's ``results/reference/*.csv``."""
+"""Published numbers, shipped as package data (``kdbench/reference/*.csv``; the repository's
+``results/reference/`` links there)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from kdbench.shipped import reference_dir
+
 COLUMNS = ["dataset", "teacher", "student", "method", "ipc", "test_acc", "source"]
-
-
-def reference_dir() -> Path | None:
-    """$KDBENCH_REFERENCE, else ``results/reference`` of the checkout kdbench runs from."""
-    env = os.environ.get("KDBENCH_REFERENCE")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parents[2] / "results" / "reference"
-    return here if here.is_dir() else None
 
 
 def load_reference(directory: str | os.PathLike[str] | None = None) -> pd.DataFrame:
