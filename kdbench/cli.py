@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -258,10 +259,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<24} {describe(name)}")
         print(f"(shipped in {SUITES}; run one by name: kdbench run NAME)", file=sys.stderr)
     elif args.what == "models":
+        import torch
+
         from kdbench.models import MODELS, build_model, count_params
 
         for name, factory in MODELS.items():
-            size = count_params(build_model(name, num_classes=10, input_shape=(3, 32, 32)))
+            with torch.device("meta"):  # sizes only: no memory, no initialisation
+                model = build_model(name, num_classes=10, input_shape=(3, 32, 32))
+            size = count_params(model)
             print(
                 f"{name:<14} {size / 1e6:6.3f}M params (10 classes, 3×32×32)  "
                 f"{_first_line(factory.__doc__) or ''}"
@@ -376,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jb.set_defaults(func=cmd_jobs)
 
-    from kdbench.results.render import FORMATS
+    from kdbench.results.formats import FORMATS
 
     lb = sub.add_parser("leaderboard", help="the leaderboard tables of a results directory or URI")
     lb.add_argument("dir")
@@ -413,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KdbenchError as exc:
         print(f"kdbench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `kdbench list models | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # the disk, the file system, a permission: not a bug of kdbench
         print(f"kdbench: error: {_os_error(exc)}", file=sys.stderr)
         return 2

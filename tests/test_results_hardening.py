@@ -23,9 +23,10 @@ import yaml
 from kdbench.errors import KdbenchError
 from kdbench.results import load, store
 from kdbench.results.charts import Bar, bar_chart
+from kdbench.results.formats import FORMATS
 from kdbench.results.layout import Layout
 from kdbench.results.leaderboard import leaderboard
-from kdbench.results.render import FORMATS, PAIR_SHOWN, render
+from kdbench.results.render import PAIR_SHOWN, render
 from kdbench.results.report import build_report
 from tests.conftest import write_suite
 from tests.test_leaderboard import final

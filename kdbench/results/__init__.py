@@ -1,30 +1,35 @@
-"""Result rows: the schema, the reader (``load``), the layout and writer, the leaderboard."""
+"""Result rows: the schema, the reader (``load``), the layout and writer, the leaderboard.
+
+The names below are imported when first asked for: ``kdbench.results.render``'s formats or the
+layout's paths do not bring in pyarrow and pandas (the command line starts faster), and the
+artifact readers, which build models and methods, cause no import cycle.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
-from kdbench.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION
-from kdbench.results.store import finished_trials, load, read_table, write_trial
+_WHERE = {
+    "COLUMNS": "schema",
+    "SCHEMA": "schema",
+    "SCHEMA_VERSION": "schema",
+    "finished_trials": "store",
+    "load": "store",
+    "read_table": "store",
+    "write_trial": "store",
+    "load_student": "artifacts",
+    "load_synthetic": "artifacts",
+}
 
-__all__ = [
-    "COLUMNS",
-    "SCHEMA",
-    "SCHEMA_VERSION",
-    "finished_trials",
-    "load",
-    "load_student",
-    "load_synthetic",
-    "read_table",
-    "write_trial",
-]
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    # The artifact readers build models and methods: imported when first asked for, so that
-    # methods may use the results layout without an import cycle.
-    if name in ("load_student", "load_synthetic"):
-        from kdbench.results import artifacts
-
-        return getattr(artifacts, name)
+    if name in _WHERE:
+        return getattr(import_module(f"kdbench.results.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'kdbench.results' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

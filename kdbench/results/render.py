@@ -25,8 +25,6 @@ import pandas as pd
 from kdbench.results.leaderboard import BOOTSTRAP, PAIR_KEYS, Friedman, Leaderboard, best_rows
 from kdbench.results.metrics import COST_METRICS, METRICS, OVERALL_METRICS, Metric
 
-FORMATS = ("markdown", "csv", "html", "latex", "json")
-
 # What the per-pair tables show, in order; mean and std are drawn together, and so are
 # rank_lo and rank_hi.
 PAIR_SHOWN = (
@@ -422,6 +420,11 @@ def latex(board: Leaderboard) -> str:
 
 
 def render(board: Leaderboard, fmt_name: str) -> str:
-    return {"markdown": markdown, "csv": csv, "html": html_page, "latex": latex, "json": json_text}[
-        fmt_name
-    ](board)
+    renderers = {
+        "markdown": markdown,
+        "csv": csv,
+        "html": html_page,
+        "latex": latex,
+        "json": json_text,
+    }
+    return renderers[fmt_name](board)
