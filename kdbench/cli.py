@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdbench.errors import KdbenchError
 
@@ -31,34 +31,37 @@ def _suite_and_plan(path: str) -> tuple[Suite, Plan]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kdbench.results import store
+    from kdbench import api
     from kdbench.results.remote import is_uri, pulled
-    from kdbench.scheduler.driver import default_results_dir, run_suite
 
-    suite, plan = _suite_and_plan(args.suite)
-    results = args.results if args.results else default_results_dir(suite)
-    if not is_uri(str(results)) and Path(results).exists() and not Path(results).is_dir():
-        raise KdbenchError(
-            f"--results {results}: is a file, not a directory; give a directory "
-            "(it is made if it does not exist)"
-        )
+    suite = api.load(args.suite)
+    results = api.results_location(suite, args.results)
     if args.dry_run:
+        from kdbench.plan import expand
+
         local = pulled(results) if is_uri(str(results)) else Path(results)
-        return _dry_run(plan, local, args.retry_failed)
-    summary = run_suite(suite, results, address=args.address, retry_failed=args.retry_failed)
-    if summary.ran == 0:
+        return _dry_run(expand(suite), local, args.retry_failed)
+    result = api.run(
+        suite,
+        results=results,
+        address=args.address,
+        retry_failed=args.retry_failed,
+        mlflow=args.mlflow,
+    )
+    s = result.summary.iloc[0]
+    if s["ran"] == 0:
         print(
-            f"nothing to run: all {summary.skipped} trials of '{suite.name}' are finished in "
+            f"nothing to run: all {s['skipped']} trials of '{suite.name}' are finished in "
             f"{results} (use --retry-failed to rerun failed ones)",
             file=sys.stderr,
         )
     else:
         print(
-            f"run {summary.run_id}: {summary.ran} trials in {summary.seconds:.1f}s "
-            f"({summary.failed} failed, {summary.skipped} already finished) -> {results}",
+            f"run {result.run_id}: {s['ran']} trials in {s['seconds']:.1f}s "
+            f"({s['failed']} failed, {s['skipped']} already finished) -> {results}",
             file=sys.stderr,
         )
-    _print_leaderboard(store.load(summary.results_dir), "markdown", None)
+    sys.stdout.write(result.markdown())
     return 0
 
 
@@ -85,6 +88,7 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
     for name in suite.datasets:
         print(f"  {name}: {_splits(plan, name)}")
     studies = {s.cell.key: s for s in plan.studies}
+    published = _published(plan)
     for cell in plan.cells:
         study = studies.get(cell.key)
         how = (
@@ -92,7 +96,7 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
             if study and peek
             else "not tuned (defaults + params)"
         )
-        print(f"    {cell.key:<48} {how}")
+        print(f"    {cell.key:<48} {how}{published.get(cell.key, '')}")
     counts = plan.counts()
     left = planned_specs(work, tuner)
     confirm = f" + {counts['confirm']} confirm" if "confirm" in counts else ""
@@ -116,6 +120,38 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
         )
     print("dry run: nothing was trained")
     return 0
+
+
+def _published(plan: Plan) -> dict[str, str]:
+    """Cell key -> "; published 74.92% (source)" for the cells a published number matches."""
+    import pandas as pd
+
+    from kdbench.plan import resolve_hparams
+    from kdbench.results.leaderboard import with_published
+    from kdbench.results.reference import load_reference
+
+    def ipc(cell: Any) -> float:
+        value = dict(resolve_hparams(cell.method)).get("ipc")
+        return float(value) if isinstance(value, (int, float)) else float("nan")
+
+    cells = pd.DataFrame(
+        [
+            {
+                "key": c.key,
+                "dataset": c.dataset,
+                "teacher": c.pair.teacher.arch,
+                "student": c.pair.student,
+                "method": c.method.label,
+                "ipc": ipc(c),
+            }
+            for c in plan.cells
+        ]
+    )
+    matched = with_published(cells, load_reference()).dropna(subset=["published"])
+    return {
+        r.key: f"; published {100 * r.published:.2f}% ({r.published_source})"
+        for r in matched.itertuples()
+    }
 
 
 def _seed_list(seeds: tuple[int, ...]) -> str:
@@ -225,6 +261,13 @@ def cmd_compact(args: argparse.Namespace) -> int:
             print(f"{run_id}: {n} rows folded into compacted/")
     else:
         print("nothing to compact: no per-trial files")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdbench.results.mlflow_export import export
+
+    print(export(args.dir, args.mlflow, experiment=args.experiment).line())
     return 0
 
 
@@ -357,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the plan and its cost; train nothing"
     )
     r.add_argument("--retry-failed", action="store_true", help="rerun trials whose row says failed")
+    r.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial to this MLflow tracking URI as it finishes (pip install "
+        "'kdbench[mlflow]')",
+    )
     r.set_defaults(func=cmd_run)
 
     sb = sub.add_parser("submit", help="run a suite on a Ray cluster as a job (Jobs API)")
@@ -397,6 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compact", help="fold per-trial files into one file per run")
     cp.add_argument("dir")
     cp.set_defaults(func=cmd_compact)
+
+    ex = sub.add_parser("export", help="export result rows and curves to an MLflow tracking store")
+    ex.add_argument("dir", help="a results directory or URI")
+    ex.add_argument(
+        "--mlflow",
+        metavar="URI",
+        required=True,
+        help="the tracking URI: http://HOST:5000, sqlite:///mlflow.db, ...",
+    )
+    ex.add_argument("--experiment", metavar="NAME", help="default kdbench/<suite name>")
+    ex.set_defaults(func=cmd_export)
 
     v = sub.add_parser("validate", help="check suites without running them")
     v.add_argument("suites", nargs="+")

@@ -42,6 +42,7 @@ the same chances.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,7 +197,11 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     # the last bit, and a t-test on that rounding noise is a test of nothing.
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return 1.0 if np.mean(a) == np.mean(b) else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():
+        # One constant side (e.g. scratch equal over seeds) makes scipy warn of precision loss
+        # in its variance; Welch's test is still defined, with that side's variance zero.
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def _ipc(hparams: object) -> float:
@@ -418,7 +423,9 @@ def friedman_test(table: pd.DataFrame) -> Friedman | None:
     )
 
 
-def _published(table: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
+def with_published(table: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
+    """``table`` (dataset, teacher, student, method, ipc) with the matching published number
+    and its source (``published``, ``published_source``; NaN and None where none matches)."""
     table = table.assign(published=np.nan, published_source=None)
     if reference is None or reference.empty:
         return table
@@ -551,7 +558,7 @@ def leaderboard(rows: pd.DataFrame, reference: pd.DataFrame | None = None) -> Le
     table["significant"] = table["p_vs_kd"] < ALPHA
     table = _rank_confidence(table)
     friedman = friedman_test(table)
-    table = _published(table, reference)
+    table = with_published(table, reference)
     table["delta_published"] = table["mean"] - table["published"]
     table = table.sort_values([*PAIR_KEYS, "rank", "method"]).reset_index(drop=True)[PAIR_COLUMNS]
 

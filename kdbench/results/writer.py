@@ -13,7 +13,7 @@ and tells the study from it instead of running the trial again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +86,20 @@ class Compactor:
 class ResultWriter:
     """Writes one run's files into a results directory (or the local mirror of a URI)."""
 
-    def __init__(self, layout: Layout, run_id: str, *, mirror: Mirror | None = None) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        run_id: str,
+        *,
+        mirror: Mirror | None = None,
+        on_trial: Callable[[Mapping[str, Any], list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self.layout = layout
         self.run_id = run_id
         self.mirror = mirror
+        self.on_trial = on_trial
+        """Called with each trial's row and curve once they are written (``kdbench run
+        --mlflow`` logs them); it must not raise, nor take long (the driver waits)."""
         self.compactor = Compactor(layout.root)
         self._loose = 0
 
@@ -111,6 +121,8 @@ class ResultWriter:
         store.write_atomic(table, path)
         self.compactor.written[path] = table
         self._publish(*written, path)
+        if self.on_trial is not None:  # the row as written (every column, typed)
+            self.on_trial(table.to_pylist()[0], list(curve))
         self._loose += 1
         if self._loose >= COMPACT_EVERY:
             self.compactor.start()

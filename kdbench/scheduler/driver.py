@@ -17,7 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdbench import provenance
 from kdbench.plan import Plan, TeacherSpec, TrialSpec, expand
@@ -32,6 +32,9 @@ from kdbench.suite import Suite
 from kdbench.training.trial import RunInfo, TrialOutcome
 from kdbench.tuning.studies import StudyBook
 from kdbench.tuning.tuner import Tuner, book_args
+
+if TYPE_CHECKING:
+    from kdbench.results.mlflow_export import LiveLogger
 
 
 @dataclass
@@ -83,8 +86,11 @@ class Driver:
         progress: Progress | None = None,
         live: bool | None = None,
         mirror: Mirror | None = None,
+        mlflow: LiveLogger | None = None,
     ) -> None:
         self.plan = plan
+        self.mlflow = mlflow
+        """Logs each row to MLflow as it is written (``run_suite(mlflow=URI)``)."""
         self.suite = plan.suite
         self.results_dir = results_dir
         self.layout = Layout(results_dir)
@@ -154,14 +160,19 @@ class Driver:
         from kdbench.scheduler.executor import RayExecutor
 
         t0 = time.monotonic()
-        writer = ResultWriter(self.layout, self.run_id, mirror=self.mirror)
+        on_trial = self.mlflow.trial if self.mlflow is not None else None
+        writer = ResultWriter(self.layout, self.run_id, mirror=self.mirror, on_trial=on_trial)
         executor = RayExecutor(self.suite, self.info, writer, self.book_args)
 
         def wanted(spec: TrialSpec) -> bool:
             return is_pending(self.finished.get(spec.trial_id), self.retry_failed)
 
         scheduler = Scheduler(work, tuner, slots, wanted=wanted)
-        progress = self.progress or Progress(work.expected, live=self.live, slots=slots)
+        progress = self.progress
+        if progress is None:
+            progress = Progress(work.expected, live=self.live, slots=slots)
+        else:
+            progress.begin(work.expected, slots)
 
         def record(p: Pending, outcome: TrialOutcome) -> None:
             if isinstance(p.spec, TeacherSpec):
@@ -183,8 +194,10 @@ class Driver:
                 tick=lambda: progress.set_running(int(min(scheduler.runnable, slots))),
             )
             writer.finish()  # one file per run; the lock is still held
-        except BaseException:  # an error, Ctrl-C or SIGTERM: what was written stays
+        except BaseException as exc:  # an error, Ctrl-C or SIGTERM: what was written stays
             executor.cancel(list(scheduler.inflight))
+            if self.mlflow is not None:
+                self.mlflow.close(exc)  # its parent run FAILED or KILLED
             raise
         finally:
             writer.close()  # the lock is released only after a fold in flight
@@ -201,9 +214,13 @@ def run_suite(
     address: str | None = None,
     retry_failed: bool = False,
     live: bool | None = None,
+    progress: Progress | None = None,
+    mlflow: str | None = None,
 ) -> RunSummary:
     """Run (or resume) a suite; finished trials in ``results_dir`` (a directory, or a URI such
-    as ``s3://bucket/prefix``) are skipped."""
+    as ``s3://bucket/prefix``) are skipped. ``mlflow``: a tracking URI each row is logged to
+    as it is written, and the whole directory exported to at the end (see
+    ``kdbench.results.mlflow_export``); the tracking server failing never stops the run."""
     mirror = None
     if results_dir is not None and is_uri(str(results_dir)):
         mirror = Mirror(str(results_dir))
@@ -211,5 +228,15 @@ def run_suite(
     else:
         root = Path(results_dir) if results_dir else default_results_dir(suite)
         root.mkdir(parents=True, exist_ok=True)
-    driver = Driver(expand(suite), root, retry_failed=retry_failed, live=live, mirror=mirror)
-    return driver.run(address)
+    driver = Driver(
+        expand(suite), root, retry_failed=retry_failed, progress=progress, live=live, mirror=mirror
+    )
+    if mlflow:
+        from kdbench.results.mlflow_export import LiveLogger
+
+        # mlflow missing or a tracking URI it cannot use: a KdbenchError before anything runs
+        driver.mlflow = LiveLogger(mlflow, suite, driver.run_id, root)
+    summary = driver.run(address)
+    if driver.mlflow is not None:
+        driver.mlflow.catch_up(results_dir or root)
+    return summary

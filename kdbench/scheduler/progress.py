@@ -37,6 +37,11 @@ class Progress:
         self.start = time.monotonic()
         self._last_draw = 0.0
 
+    def begin(self, total: int, slots: float) -> None:
+        """A run's start, for a progress made before its size was known (``kdbench.run``)."""
+        self.total, self.slots = total, max(slots, 1.0)
+        self.start = time.monotonic()
+
     def eta(self) -> float | None:
         if self.done == 0:
             return None
@@ -96,3 +101,51 @@ def describe(row: dict[str, Any]) -> str:
     ]
     secs = row.get("train_seconds")
     return f"{text}  {' '.join(accs)}" + (f"  {secs:.1f}s" if secs is not None else "")
+
+
+class NotebookProgress(Progress):
+    """In a Jupyter notebook: the status line is one output updated in place (an IPython
+    display handle), and each finished trial is a plain line below it."""
+
+    def __init__(self, total: int = 0, *, stream: TextIO | None = None, slots: float = 1.0):
+        super().__init__(total, stream=stream, live=False, slots=slots)
+        from IPython.display import display
+
+        self._handle = display(_Text(self.status()), display_id=True)
+
+    def set_running(self, running: int) -> None:
+        self.running = running
+        if time.monotonic() - self._last_draw > 0.5:
+            self._draw()
+
+    def finished(self, row: dict[str, Any]) -> None:
+        super().finished(row)
+        self._draw()
+
+    def _draw(self) -> None:
+        self._last_draw = time.monotonic()
+        if self._handle is not None:
+            self._handle.update(_Text(self.status()))
+
+    def close(self) -> None:
+        self.running = 0
+        if self._handle is not None:
+            self._handle.update(_Text("finished: " + self.status().split(" · ETA")[0]))
+        self.stream.flush()
+
+
+class _Text:
+    """Plain text for IPython's display machinery."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython is not imported to find out)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
