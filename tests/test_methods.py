@@ -23,6 +23,12 @@ def one_step(name: str, hp: dict | None = None):
     teacher = build_model("cnn_small", num_classes=10, input_shape=SHAPE).eval()
     with torch.no_grad():  # a trained teacher is confident: sharpen its classifier
         teacher.fc.weight.mul_(300)
+    return train_one_step(name, student, teacher, hp)
+
+
+def train_one_step(name: str, student, teacher, hp: dict | None = None, shape=SHAPE):
+    """One real optimiser step of method ``name``: (terms, student before, after, teacher
+    before, after)."""
     labels = torch.arange(64) % 10
     cls = method_class(name)
     ctx = MethodContext(
@@ -30,12 +36,12 @@ def one_step(name: str, hp: dict | None = None):
         teacher=teacher,
         num_classes=10,
         n_train=64,
-        input_shape=SHAPE,
+        input_shape=shape,
         train_labels=labels,
     )
     method = cls({**cls.defaults(), **(hp or {})}, ctx)
     idx = torch.randperm(64)[:16]
-    x, y = torch.randn(16, *SHAPE), labels[idx]
+    x, y = torch.randn(16, *shape), labels[idx]
     before_s = {k: v.detach().clone() for k, v in student.named_parameters()}
     before_t = copy.deepcopy(teacher.state_dict())
     opt = torch.optim.SGD(list(student.parameters()) + list(method.parameters()), lr=0.1)

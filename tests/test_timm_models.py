@@ -17,12 +17,13 @@ import torch.nn.functional as F
 import yaml
 
 from kdbench.errors import KdbenchError, SuiteError
-from kdbench.methods import METHODS, MethodContext, Step, method_class
+from kdbench.methods import METHODS
 from kdbench.models import MODELS, build_model, count_macs, count_params
 from kdbench.models.timm_models import TimmModel
 from kdbench.suite import load_suite
 from kdbench.training.weights import load_weights, read_checkpoint
 from tests.conftest import write_suite
+from tests.test_methods import train_one_step
 
 # An optional extra (kdbench[timm]); the test_* architectures used here arrived in timm 1.0.12.
 pytest.importorskip("timm", minversion="1.0.12")
@@ -247,39 +248,11 @@ def test_the_step_covers_the_feature_methods():
 def test_method_trains_one_step_with_a_timm_teacher_and_student(name, pair):
     teacher, base = pair
     student = copy.deepcopy(base).train()
-    labels = torch.arange(64) % 10
-    cls = method_class(name)
-    ctx = MethodContext(
-        student=student,
-        teacher=teacher,
-        num_classes=10,
-        n_train=64,
-        input_shape=SHAPE,
-        train_labels=labels,
-    )
-    method = cls(cls.defaults(), ctx)
     torch.manual_seed(0)
-    idx = torch.randperm(64)[:16]
-    x, y = torch.randn(16, *SHAPE), labels[idx]
-    s0 = {k: v.detach().clone() for k, v in student.named_parameters()}
-    t0 = copy.deepcopy(teacher.state_dict())
-    opt = torch.optim.SGD(list(student.parameters()) + list(method.parameters()), lr=0.1)
-    with torch.no_grad():
-        t_out = teacher.forward_features(x) if cls.needs.teacher else None
-    step = Step(
-        x=x,
-        y=y,
-        student=student.forward_features(x),
-        teacher=t_out,
-        index=idx if cls.needs.indices else None,
-    )
-    terms = method.loss(step)
+    terms, s0, s1, t0, t1 = train_one_step(name, student, teacher, shape=SHAPE)
     assert "ce" in terms and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
-    torch.stack(list(terms.values())).sum().backward()
-    opt.step()
-    t1 = teacher.state_dict()
     assert all(torch.equal(t0[k], t1[k]) for k in t0), "the teacher changed"
-    assert any(not torch.equal(s0[k], v) for k, v in student.named_parameters())
+    assert any(not torch.equal(s0[k], v) for k, v in s1.items())
 
 
 # -- a real run
