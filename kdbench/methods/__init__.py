@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from kdbench.methods import (  # noqa: F401  (registration)
     at,
+    cc,
     crd,
     dd_dc,
     dd_dm,
     dd_herding,
     dd_random,
+    dist,
     dkd,
     fitnet,
     kd,
+    nkd,
+    nst,
     pkt,
     pseudo_label,
     rkd,
     scratch,
     sp,
+    vid,
 )
 from kdbench.methods.base import HParam, Method, MethodContext, Needs, SearchSpace, Step
 from kdbench.methods.registry import METHODS, method_class

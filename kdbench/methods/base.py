@@ -63,6 +63,10 @@ class HParam:
     search: SearchSpace | None = None
     """Default search space; ``None``: not searched unless a suite gives a range."""
     doc: str = ""
+    optional: bool = False
+    """Left out of ``defaults()``, so of a trial's hyperparameters (and its identity) unless a
+    suite fixes or searches it: a switch added to a method later, whose default leaves the
+    method, and its stored results, as they were. The method reads it with ``hp.get``."""
 
     def domain(self) -> str:
         if self.kind == "categorical":
@@ -75,7 +79,9 @@ class HParam:
     def check(self, value: Any) -> str | None:
         """The reason ``value`` is invalid, or ``None``."""
         if self.kind == "categorical":
-            return None if value in self.choices else f"{value!r} is not {self.domain()}"
+            # By type as well as value: ``1 == True`` and ``0.0 == False`` in Python.
+            ok = any(type(value) is type(c) and value == c for c in self.choices)
+            return None if ok else f"{value!r} is not {self.domain()}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{value!r} is not a number ({self.domain()})"
         if self.kind == "int" and not float(value).is_integer():
@@ -308,7 +314,7 @@ class Method(nn.Module):
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {h.name: h.default for h in cls.hparams}
+        return {h.name: h.default for h in cls.hparams if not h.optional}
 
 
 def combine(components: Sequence[type[Method]]) -> type[Method]:

@@ -6,6 +6,8 @@ L = α·TCKD + β·NCKD, each a KL(teacher ‖ student) at temperature T, × T²
 and averaged over the batch. As in mdistiller, the loss is ramped in linearly over the first
 ``warmup`` share of the epochs (20 of 240 there). Defaults: γ = 1, α = 1, β = 8 (mdistiller's
 resnet32x4 → resnet8x4 value; 2 for resnet56 → resnet20, 6 for wrn and vgg pairs), T = 4.
+``logit_std`` z-scores both networks' logits first (see ``kd``); logit-standardization-KD
+(``mdistiller/distillers/DKD.py``) runs it with T = 2 and α, β each × 9.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.base import HParam, Method, Needs, SearchSpace, Step, beta, gamma, temperature
+from kdbench.methods.kd import distilled_logits, logit_std
 from kdbench.methods.registry import METHODS
 
 
@@ -53,12 +56,13 @@ class DKD(Method):
         HParam(
             "warmup", 20 / 240, low=0.0, high=1.0, doc="share of the epochs the loss ramps in over"
         ),
+        logit_std(),
     )
     needs = Needs(teacher=True)
 
     def terms(self, step: Step) -> dict[str, torch.Tensor]:
-        assert step.teacher is not None
-        tckd, nckd = dkd_terms(step.student.logits, step.teacher.logits, step.y, self.hp["T"])
+        s, t = distilled_logits(step, self.hp)
+        tckd, nckd = dkd_terms(s, t, step.y, self.hp["T"])
         warm = self.hp["warmup"] * step.epochs
         ramp = min((step.epoch + 1) / warm, 1.0) if warm > 0 else 1.0
         return {"tckd": ramp * self.hp["alpha"] * tckd, "nckd": ramp * self.hp["beta"] * nckd}
