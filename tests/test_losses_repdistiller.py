@@ -221,7 +221,10 @@ def test_a_training_step_lowers_the_term_on_the_same_batch(name, pair):
     s = build_model("resnet8", num_classes=10, input_shape=SHAPE)
     s.load_state_dict(student.state_dict())
     s.eval()  # BatchNorm statistics fixed, so the two evaluations compare like with like
-    opt = torch.optim.SGD(list(s.parameters()) + list(method.parameters()), lr=1e-3)
+    # vid's term moves by less than float32's rounding in a step of 1e-3 (its variances start
+    # at 5, so its gradients are small): a larger step, measured to lower it by ~5e-6 relative.
+    lr = 0.1 if name == "vid" else 1e-3
+    opt = torch.optim.SGD(list(s.parameters()) + list(method.parameters()), lr=lr)
     x, y = torch.randn(8, *SHAPE), torch.arange(8) % 10
     with torch.no_grad():
         t_out = teacher.forward_features(x)
