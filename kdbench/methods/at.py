@@ -17,7 +17,7 @@ Defaults (RepDistiller): γ = 1, β = 1000.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -49,12 +49,22 @@ def paired_blocks(
     return list(zip(s[len(s) - k :], t[len(t) - k :], strict=True))
 
 
-def at_loss(s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
+def over_blocks(
+    s_feats: list[torch.Tensor],
+    t_feats: list[torch.Tensor],
+    block_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Σ over the paired blocks of ``block_loss(f_s, f_t)``, the two maps at one size."""
     total = s_feats[0].new_zeros(())
     for fs, ft in paired_blocks(s_feats, t_feats):
-        fs, ft = match_spatial(fs, ft)
-        total = total + (attention_map(fs) - attention_map(ft)).pow(2).mean()
+        total = total + block_loss(*match_spatial(fs, ft))
     return total
+
+
+def at_loss(s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
+    return over_blocks(
+        s_feats, t_feats, lambda fs, ft: (attention_map(fs) - attention_map(ft)).pow(2).mean()
+    )
 
 
 @METHODS.register("at")

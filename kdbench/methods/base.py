@@ -123,6 +123,11 @@ def alpha(default: float) -> HParam:
     )
 
 
+def feat_dim(default: int = 128) -> HParam:
+    """The dimension of a method's linear embedding heads (CRD, CC)."""
+    return HParam("feat_dim", default, kind="int", low=1, doc="embedding dimension")
+
+
 def beta(default: float) -> HParam:
     """The method's own term; searched log-uniformly over two decades around the default."""
     return HParam(

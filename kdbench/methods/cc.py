@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdbench.methods.base import HParam, Method, MethodContext, Needs, Step, beta, gamma
+from kdbench.methods.base import Method, MethodContext, Needs, Step, beta, feat_dim, gamma
 from kdbench.methods.registry import METHODS
 
 
@@ -45,7 +45,7 @@ class CC(Method):
     hparams = (
         gamma(1.0),
         beta(0.02),
-        HParam("feat_dim", 128, kind="int", low=1, doc="embedding dimension"),
+        feat_dim(128),
     )
     needs = Needs(teacher=True)
 

@@ -30,7 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench.methods.base import HParam, Method, MethodContext, Needs, Step, beta, gamma
+from kdbench.methods.base import (
+    HParam,
+    Method,
+    MethodContext,
+    Needs,
+    Step,
+    beta,
+    feat_dim,
+    gamma,
+)
 from kdbench.methods.registry import METHODS
 
 REFERENCE_K_SHARE = 16384 / 50000
@@ -109,7 +118,7 @@ class CRD(Method):
     hparams = (
         gamma(1.0),
         beta(0.8),
-        HParam("feat_dim", 128, kind="int", low=1, doc="embedding dimension"),
+        feat_dim(128),
         HParam(
             "nce_k", 16384, kind="int", low=1, doc="negatives per sample (memory: queue length)"
         ),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdbench.methods.at import match_spatial, paired_blocks
+from kdbench.methods.at import over_blocks
 from kdbench.methods.base import Method, Needs, Step, beta, gamma
 from kdbench.methods.registry import METHODS
 
@@ -38,16 +38,13 @@ def poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def nst_block_loss(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-    fs, ft = match_spatial(fs, ft)
+    """MMD² of one block pair, its maps at one size."""
     s, t = _channels(fs), _channels(ft)
     return poly_kernel_mean(t, t).detach() + poly_kernel_mean(s, s) - 2 * poly_kernel_mean(s, t)
 
 
 def nst_loss(s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
-    total = s_feats[0].new_zeros(())
-    for fs, ft in paired_blocks(s_feats, t_feats):
-        total = total + nst_block_loss(fs, ft.detach())
-    return total
+    return over_blocks(s_feats, t_feats, lambda fs, ft: nst_block_loss(fs, ft.detach()))
 
 
 @METHODS.register("nst")
