@@ -25,6 +25,7 @@ REFERENCE_PARAMS_M = {
     "mobilenetv2": 0.81,
     "shufflenet_v1": 0.95,
     "shufflenet_v2": 1.36,
+    "resnet50_cifar": 23.71,
 }
 """Parameters at 100 classes, in millions, as RepDistiller's model zoo builds them."""
 
@@ -37,6 +38,7 @@ POST_ACTIVATION = [
     "shufflenet_v2",
     "resnet18",
     "resnet50",
+    "resnet50_cifar",
 ]
 """Models whose stages end in a ReLU, so ``feats[i] == ReLU(preact[i])``."""
 
@@ -134,9 +136,19 @@ def _is_bn(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet50_cifar", "mobilenet_v2"])
 def test_torchvision_wrappers_compute_what_torchvision_computes(name):
     model = build_model(name, num_classes=5, input_shape=(3, 32, 32)).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.net(x))
+
+
+def test_the_cifar_resnet50_keeps_32px_maps_in_its_first_stage():
+    """RepDistiller's ResNet50: 3×3 stride-1 stem, no max pool, so stages end at 32/16/8/4 px
+    (torchvision's ImageNet stem would leave 8/4/2/1)."""
+    model = build_model("resnet50_cifar", num_classes=100, input_shape=(3, 32, 32))
+    assert model.net.conv1.kernel_size == (3, 3) and model.net.conv1.stride == (1, 1)
+    out = run(model.eval(), (3, 32, 32))
+    assert [f.shape[-1] for f in out.feats] == [32, 16, 8, 4]
+    assert [f.shape[1] for f in out.feats] == [256, 512, 1024, 2048]

@@ -9,8 +9,10 @@ gets a fresh first conv of the same shape, Kaiming-initialised as torchvision do
 
 The architectures are unchanged, ImageNet stems included (a stride-2 7×7 conv and a max pool
 for the ResNets, a stride-2 conv for MobileNetV2): on 32×32 images the last stage is 1×1.
-These are not the CIFAR-adapted ResNet-50 of RepDistiller (3×3 stride-1 stem, no max pool),
-even though torchvision's ResNet-50 has the same 23.71M parameters at 100 classes.
+RepDistiller's CIFAR ResNet-50 (the teacher of its cross-architecture table) is
+``resnet50_cifar``: the same network with a 3×3 stride-1 stem conv and no max pool, so its
+stages end in 32, 16, 8 and 4 px maps on CIFAR (RepDistiller's ``resnetv2.ResNet50`` has the
+same bottleneck blocks, stride on the 3×3 conv, and 1×1 projection shortcuts).
 
 Features: the four stages (ResNet ``layer1``–``layer4``; MobileNetV2's inverted-residual
 blocks grouped at the points the map halves: ``features[1:4]``, ``[4:7]``, ``[7:14]``,
@@ -28,6 +30,7 @@ Measured (``count_params`` at 100 classes, ``count_macs`` per 32×32 and 224×22
 | resnet18 | 11.23M (11,227,812) | 37.1M | 1.81G |
 | resnet34 | 21.34M (21,335,972) | 74.8M | 3.66G |
 | resnet50 | 23.71M (23,712,932) | 83.6M | 4.09G |
+| resnet50_cifar | 23.71M (23,705,252) | 1.30G | — |
 | mobilenet_v2 | 2.35M (2,351,972) | 6.2M | 0.30G |
 """
 
@@ -69,12 +72,23 @@ def _block_preact(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class TorchvisionResNet(KDModel):
-    def __init__(self, arch: str, *, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        arch: str,
+        *,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        cifar_stem: bool = False,
+    ) -> None:
         super().__init__()
         from torchvision import models  # imported here: it takes seconds, most runs never need it
 
         self.net = getattr(models, arch)(weights=None, num_classes=num_classes)
-        if input_shape[0] != 3:
+        if cifar_stem:  # a 3×3 stride-1 conv and no max pool: 32×32 maps in layer1
+            self.net.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+            nn.init.kaiming_normal_(self.net.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.net.maxpool = nn.Identity()
+        elif input_shape[0] != 3:
             self.net.conv1 = _like(self.net.conv1, input_shape[0])
 
     @property
@@ -144,6 +158,14 @@ def resnet34(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionRe
 def resnet50(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionResNet:
     """torchvision ResNet-50 (ImageNet stem, bottleneck blocks), untrained."""
     return TorchvisionResNet("resnet50", num_classes=num_classes, input_shape=input_shape)
+
+
+@MODELS.register("resnet50_cifar")
+def resnet50_cifar(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionResNet:
+    """ResNet-50 with a CIFAR stem (3×3 stride-1 conv, no max pool; RepDistiller's ResNet50)."""
+    return TorchvisionResNet(
+        "resnet50", num_classes=num_classes, input_shape=input_shape, cifar_stem=True
+    )
 
 
 @MODELS.register("mobilenet_v2")
