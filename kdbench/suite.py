@@ -873,7 +873,76 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
         source=source,
     )
     _protocol(c, suite)
+    _pairing(c, suite, c.nonempty_list(raw["methods"], "methods"))
     return suite
+
+
+def _pairing(c: _Checker, suite: Suite, written: list[Any]) -> None:
+    """Every method can distil every pair it is given: a method that needs what a model does
+    not expose (pre-activation features, equal channel counts, ...) says so through its
+    ``pairing``, and the suite is refused here, before anything runs."""
+    from kdbench.methods import Method, method_class
+
+    offset = len(suite.methods) - len(written)  # the scratch entry added in front
+    probes: dict[tuple[str, tuple[int, ...], int], Any] = {}
+    for i, entry in enumerate(suite.methods):
+        cls = method_class(entry.name)
+        if cls.pairing.__func__ is Method.pairing.__func__:  # type: ignore[attr-defined]
+            continue  # pairs with anything: nothing to build
+        hp = {**cls.defaults(), **dict(entry.params)}
+        for dataset in suite.datasets:
+            shape = _data_shape(dataset, suite.data.root)
+            if shape is None:
+                continue
+            for pair in suite.pairs:
+                if not entry.runs_on(pair):
+                    continue
+                s_out = _probe(probes, pair.student, *shape)
+                t_out = _probe(probes, pair.teacher.arch, *shape) if cls.needs.teacher else None
+                if s_out is None or (cls.needs.teacher and t_out is None):
+                    continue
+                reason = cls.pairing(s_out, t_out, hp)
+                if reason:
+                    raise c.fail(
+                        f"methods[{i - offset}]",
+                        f"'{entry.name}' cannot distil {pair.teacher.arch} → {pair.student} "
+                        f"on {dataset}: {reason}",
+                    )
+
+
+def _data_shape(dataset: str, root: str | None) -> tuple[tuple[int, ...], int] | None:
+    """A data set's (image shape, classes) as its loader declares them; None when they cannot
+    be known without its files (the trial then reports what is wrong)."""
+    from kdbench.data import dataset_info
+
+    try:
+        info = dataset_info(dataset, root)
+    except Exception:  # missing files are the trial's to report, not validation's
+        return None
+    return tuple(info.input_shape), info.num_classes
+
+
+def _probe(
+    cache: dict[tuple[str, tuple[int, ...], int], Any],
+    arch: str,
+    shape: tuple[int, ...],
+    classes: int,
+) -> Any:
+    """A model's outputs on a batch of two, built and run on the meta device (shapes only:
+    no memory, no initialisation, milliseconds); None when the model cannot run there."""
+    import torch
+
+    from kdbench.models import build_model
+
+    key = (arch, shape, classes)
+    if key not in cache:
+        try:
+            with torch.device("meta"):
+                model = build_model(arch, num_classes=classes, input_shape=shape).eval()
+                cache[key] = model.forward_features(torch.zeros((2, *shape)))
+        except Exception:  # a model meta tensors cannot run is checked by training
+            cache[key] = None
+    return cache[key]
 
 
 def _protocol(c: _Checker, suite: Suite) -> None:
@@ -965,19 +1034,35 @@ def _methods(c: _Checker, raw: Any, pairs: tuple[Pair, ...]) -> tuple[MethodEntr
         _method(c, m, f"methods[{i}]", pairs) for i, m in enumerate(c.nonempty_list(raw, "methods"))
     ]
     labels = [m.label for m in methods]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            raise c.fail(
-                f"methods[{i}]",
-                f"a second entry labelled '{label}'; give one of them "
-                "a distinct label (e.g. label: kd_t8) or remove the duplicate",
-            )
+    for i, m in enumerate(methods):
+        for j, first in enumerate(methods[:i]):
+            if first.label == m.label and not _per_pair(first, m, pairs):
+                raise c.fail(
+                    f"methods[{i}]",
+                    f"a second entry labelled '{m.label}'; give one of them "
+                    "a distinct label (e.g. label: kd_t8) or remove the duplicate "
+                    f"(entries of one method may share a label when their pairs do not "
+                    f"overlap: methods[{j}] and this one both run on "
+                    f"{_overlap(first, m, pairs)})",
+                )
     entries = [(f"methods[{i}]", label) for i, label in enumerate(labels)]
     if "scratch" not in labels:
         methods.insert(0, MethodEntry(name="scratch", label="scratch"))
         entries.insert(0, ("the scratch entry every suite has", "scratch"))
     _one_id_part(c, entries, "give one of them a distinct label")
     return tuple(methods)
+
+
+def _per_pair(a: MethodEntry, b: MethodEntry, pairs: tuple[Pair, ...]) -> bool:
+    """Whether two entries with one label are one method's per-pair settings (DKD's β for
+    each pair, as mdistiller sets it): same method, ``pairs`` given, no pair in common. Each
+    cell (data set, pair, label) then still has one entry."""
+    return a.name == b.name and bool(a.pairs) and bool(b.pairs) and not _overlap(a, b, pairs)
+
+
+def _overlap(a: MethodEntry, b: MethodEntry, pairs: tuple[Pair, ...]) -> str:
+    both = [pair_name(p) for p in pairs if a.runs_on(p) and b.runs_on(p)]
+    return ", ".join(both)
 
 
 def _one_id_part(c: _Checker, entries: list[tuple[str, str]], fix: str) -> None:

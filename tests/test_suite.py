@@ -349,3 +349,77 @@ def test_a_method_entry_can_name_the_pairs_it_runs_on():
     raw["methods"] = [{"name": "kd", "pairs": ["cnn_wide->cnn_tin"]}]
     with pytest.raises(SuiteError, match=r"methods\[0\]\.pairs\[0\]: 'cnn_wide->cnn_tin' is not"):
         parse_suite(raw)
+
+
+PAIRED = """\
+name: paired
+datasets: [digits]
+pairs:
+  - {teacher: cnn_wide, student: cnn_tiny}
+  - {teacher: cnn_wide, student: resnet8}
+methods:
+  - {name: kd, pairs: [cnn_wide->cnn_tiny]}
+  - {name: kd, label: kd_t8, params: {T: 8}, pairs: [cnn_wide->resnet8]}
+seeds: [0]
+"""
+
+
+def test_a_method_that_cannot_pair_two_models_is_refused_naming_both(tmp_path, monkeypatch):
+    """Validation builds each pair on the meta device and asks the method; the refusal names
+    the entry, the method, both models, the data set and what is missing."""
+    from kdbench.methods import METHODS
+
+    seen = []
+
+    def pairing(cls, student, teacher, hp):
+        seen.append(([tuple(f.shape) for f in student.feats], hp["T"]))
+        wide = student.feats[-1].shape[1] == 64
+        return "the student's last block has 64 channels" if wide else None
+
+    monkeypatch.setattr(METHODS.get("kd"), "pairing", classmethod(pairing))
+    path = write_suite(tmp_path, PAIRED)
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    msg = str(err.value)
+    assert "methods[1]" in msg and "'kd' cannot distil cnn_wide → resnet8 on digits" in msg
+    assert msg.endswith("the student's last block has 64 channels")
+    # real shapes at digits' 1×8×8, each entry with its own T, asked only about its pairs
+    assert [hp for _, hp in seen] == [4.0, 8.0]
+    assert seen[1][0] == [(2, 16, 8, 8), (2, 32, 4, 4), (2, 64, 2, 2)]
+
+
+def test_methods_that_pair_anything_build_no_model(tmp_path, monkeypatch):
+    import kdbench.suite as suite_module
+
+    monkeypatch.setattr(suite_module, "_probe", lambda *a: pytest.fail("built a model"))
+    assert [m.label for m in load_suite(write_suite(tmp_path, PAIRED)).methods][1:] == [
+        "kd",
+        "kd_t8",
+    ]
+
+
+def test_one_label_may_carry_per_pair_settings_on_disjoint_pairs(tmp_path):
+    """mdistiller sets DKD's β per pair: entries of one method share a label when their
+    pairs do not overlap, so each cell still has one entry and matches the published `dkd`."""
+    text = PAIRED.replace(
+        """  - {name: kd, pairs: [cnn_wide->cnn_tiny]}
+  - {name: kd, label: kd_t8, params: {T: 8}, pairs: [cnn_wide->resnet8]}""",
+        """  - {name: dkd, params: {beta: 8}, pairs: [cnn_wide->cnn_tiny]}
+  - {name: dkd, params: {beta: 2}, pairs: [cnn_wide->resnet8]}""",
+    )
+    s = load_suite(write_suite(tmp_path, text))
+    assert [(m.label, dict(m.params)["beta"]) for m in s.methods[1:]] == [
+        ("dkd", 8.0),
+        ("dkd", 2.0),
+    ]
+    from kdbench.plan import cells
+
+    dkd = [c for c in cells(s) if c.method.label == "dkd"]
+    assert {(c.pair.student, dict(c.method.params)["beta"]) for c in dkd} == {
+        ("cnn_tiny", 8.0),
+        ("resnet8", 2.0),
+    }
+
+    overlapping = text.replace("pairs: [cnn_wide->resnet8]}", "}")
+    with pytest.raises(SuiteError, match=r"methods\[1\].*both run on cnn_wide->cnn_tiny"):
+        load_suite(write_suite(tmp_path, overlapping))

@@ -301,6 +301,18 @@ class Method(nn.Module):
         return TrainingSet(data, spec.epochs)
 
     @classmethod
+    def pairing(
+        cls, student: ModelOutput, teacher: ModelOutput | None, hp: Mapping[str, Any]
+    ) -> str | None:
+        """What this method misses in a teacher → student pair, or ``None`` when it can distil
+        it: ``student`` and ``teacher`` are the two models' outputs on a probe batch (built on
+        the meta device, so only their shapes are real). Validation calls it for every pair a
+        suite gives the method, before anything runs, and refuses the suite with the reason,
+        which names the role, not the model (the caller adds the pair's names): e.g. "the
+        student exposes no pre-activation features". By default nothing is missing."""
+        return None
+
+    @classmethod
     def reusable(cls, spec: Any) -> tuple[ArtifactKey, ...]:
         """Content keys of what ``prepare`` makes for ``spec`` that another trial may reuse."""
         return ()
@@ -347,6 +359,16 @@ def combine(components: Sequence[type[Method]]) -> type[Method]:
         def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
             super().__init__(hp, ctx)
             self.parts = nn.ModuleList(c(hp, ctx) for c in components)
+
+        @classmethod
+        def pairing(
+            cls, student: ModelOutput, teacher: ModelOutput | None, hp: Mapping[str, Any]
+        ) -> str | None:
+            for c in components:
+                reason = c.pairing(student, teacher, hp)
+                if reason:
+                    return f"{c.name}: {reason}"
+            return None
 
         def terms(self, step: Step) -> dict[str, torch.Tensor]:
             out: dict[str, torch.Tensor] = {}
