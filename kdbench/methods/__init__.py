@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kdbench.methods import (  # noqa: F401  (registration)
+    ab,
     at,
     cc,
     crd,
@@ -13,6 +14,8 @@ from kdbench.methods import (  # noqa: F401  (registration)
     dist,
     dkd,
     fitnet,
+    fsp,
+    ft,
     kd,
     nkd,
     nst,

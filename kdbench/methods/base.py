@@ -223,6 +223,9 @@ class TrainingSet:
     epochs: int
     seconds: float = 0.0
     """Wall time of the method's own stage, counted in the trial's ``train_seconds``."""
+    stage_epochs: int = 0
+    """Epochs of the method's own stage over the training split before the student's
+    training (ab, ft, fsp pre-train a connector or paraphraser); 0 for none."""
     with_teacher: bool = True
     """Whether the teacher's outputs reach the loss (a method whose teacher only chose the
     training set says False)."""

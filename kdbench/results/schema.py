@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-"""2: ``best_test_acc`` and ``best_epoch``, and the ``confirm`` phase."""
+SCHEMA_VERSION = 3
+"""2: ``best_test_acc`` and ``best_epoch``, and the ``confirm`` phase.
+3: ``stage_epochs``, the epochs of a method's own stage (ab, ft, fsp)."""
 
 _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("schema_version", pa.int32(), ""),
@@ -39,6 +40,12 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("student_macs", pa.int64(), "multiply-accumulates per image of the student alone"),
     ("images_seen", pa.int64(), "training images the student saw"),
     ("epochs", pa.int64(), ""),
+    (
+        "stage_epochs",
+        pa.int64(),
+        "epochs of the method's own stage before training (ab, ft, fsp: pre-training the "
+        "connector or paraphraser); 0 for none",
+    ),
     ("epoch_reported", pa.int64(), "the epoch whose accuracies the row gives (the last)"),
     ("train_seconds", pa.float64(), "wall time of the trial's training"),
     ("cpus", pa.float64(), "CPUs the trial held"),

@@ -324,6 +324,7 @@ def _teacher_trial(
         student_params=count_params(model),
         student_macs=macs,
         images_seen=seen,
+        stage_epochs=0,
         epoch_reported=spec.epochs,
         train_seconds=seconds,
     )
@@ -399,6 +400,7 @@ def _student_trial(
         student_macs=macs,
         images_seen=result.images_seen,
         epochs=epochs,
+        stage_epochs=training.stage_epochs,
         epoch_reported=result.curve[-1].epoch if result.curve else 0,
         train_seconds=training.seconds + result.train_seconds,
     )
