@@ -44,6 +44,13 @@ class KDModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).logits
 
+    def bn_before_relu(self) -> list[nn.BatchNorm2d] | None:
+        """Per block of ``preact``, the ``BatchNorm2d`` its values come out of (mdistiller's
+        ``get_bn_before_relu``: in a residual block, the last BN of the branch, before the sum),
+        or ``None`` where the model does not give them (the default). OFD reads its margins
+        from their affine parameters."""
+        return None
+
 
 def init_conv_bn(model: nn.Module) -> None:
     """The reference zoos' initialisation: He (fan-out) for convolutions, BatchNorm at γ=1, β=0."""

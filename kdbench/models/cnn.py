@@ -14,6 +14,8 @@ channel counts do not).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -57,6 +59,10 @@ class SmallCNN(KDModel):
             feats.append(x)
         emb = self.pool(x).flatten(1)
         return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=preact)
+
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """Each block's BN, whose output ``preact`` is."""
+        return [cast(nn.BatchNorm2d, cast(nn.Sequential, b)[1]) for b in self.blocks]
 
 
 @MODELS.register("cnn_wide")

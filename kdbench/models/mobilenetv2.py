@@ -37,6 +37,8 @@ Measured (``count_params`` at 100 classes, ``count_macs`` per 32×32 image):
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -122,6 +124,17 @@ class MobileNetV2(KDModel):
             feats.append(x)
         emb = self.pool(self.head(x)).flatten(1)
         return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=list(feats))
+
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The projection BN of each feature stage's last block (before its residual sum, where
+        it has one), as mdistiller's ``get_bn_before_relu`` (``blocks[g][-1].conv[-1]`` for
+        groups 1, 2, 4, 6)."""
+        out = []
+        for stage in self.stages:
+            last_group = cast(nn.Sequential, cast(nn.Sequential, stage)[-1])
+            block = cast(InvertedResidual, last_group[-1])
+            out.append(cast(nn.BatchNorm2d, block.conv[-1]))
+        return out
 
 
 @MODELS.register("mobilenetv2")

@@ -31,6 +31,8 @@ Measured (``count_params`` at 100 classes, ``count_macs`` per 32×32 image):
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,6 +109,11 @@ class CifarResNet(KDModel):
             feats.append(x)
         emb = self.pool(x).flatten(1)
         return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=preact)
+
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """Each stage's last block's ``bn2`` (the residual branch's BN, before the sum), as
+        mdistiller's ``get_bn_before_relu``."""
+        return [cast(BasicBlock, cast(nn.Sequential, stage)[-1]).bn2 for stage in self.stages]
 
 
 _BASE = (16, 16, 32, 64)

@@ -26,6 +26,8 @@ Measured (``count_params`` at 100 classes, ``count_macs`` per 32×32 image):
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,6 +90,11 @@ class VGG(KDModel):
             x = pool(x)
         emb = self.pool(x).flatten(1)
         return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=preact)
+
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The last BN of groups 2–5, whose output ``preact`` is (mdistiller's
+        ``get_bn_before_relu``: ``block1[-1]`` … ``block4[-1]``)."""
+        return [cast(nn.BatchNorm2d, cast(nn.Sequential, g)[-1]) for g in list(self.groups)[1:]]
 
 
 @MODELS.register("vgg8")

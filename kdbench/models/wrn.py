@@ -102,6 +102,12 @@ class WideResNet(KDModel):
         emb = self.pool(F.relu(normed)).flatten(1)
         return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=preact)
 
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The BN that reads each stage's output (whose output ``preact`` is): the next stage's
+        first ``bn1``, then the final ``bn``, as mdistiller's ``get_bn_before_relu``."""
+        stages = [cast(nn.Sequential, s) for s in self.stages]
+        return [cast(PreActBlock, s[0]).bn1 for s in stages[1:]] + [self.bn]
+
 
 @MODELS.register("wrn_16_1")
 def wrn_16_1(*, num_classes: int, input_shape: tuple[int, ...]) -> WideResNet:
