@@ -23,6 +23,7 @@ from kdbench.methods import (  # noqa: F401  (registration)
     ofd,
     pkt,
     pseudo_label,
+    reviewkd,
     rkd,
     scratch,
     sp,
