@@ -7,6 +7,7 @@ from kdbench.methods import (  # noqa: F401  (registration)
     at,
     cc,
     crd,
+    ctkd,
     dd_dc,
     dd_dm,
     dd_herding,
@@ -18,6 +19,7 @@ from kdbench.methods import (  # noqa: F401  (registration)
     ft,
     kd,
     kdsvd,
+    mlkd,
     nkd,
     nst,
     ofd,
@@ -27,7 +29,9 @@ from kdbench.methods import (  # noqa: F401  (registration)
     rkd,
     scratch,
     sp,
+    ttm,
     vid,
+    wttm,
 )
 from kdbench.methods.base import HParam, Method, MethodContext, Needs, SearchSpace, Step
 from kdbench.methods.registry import METHODS, method_class
