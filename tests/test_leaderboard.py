@@ -233,8 +233,28 @@ def test_empty_results_say_so():
 
 def test_the_published_reference_data_parses_cleanly():
     ref = load_reference()
-    assert len(ref) == 28 + 53
+    assert len(ref) == 192 + 145 + 53  # RepDistiller's two tables, the leaders', DD's
+    keys = ["dataset", "teacher", "student", "method", "ipc"]
+    assert not ref[keys].fillna("").duplicated().any()  # a second match would double a row
     assert ref["test_acc"].dtype == "float64" and ref["test_acc"].between(0.0, 1.0).all()
     assert ref["source"].notna().all() and set(ref["method"]) >= {"kd", "crd+kd", "dd_dm"}
     dd = ref[ref["teacher"].isna()]
     assert set(dd["ipc"]) == {1, 10, 50} and (dd["student"] == "convnet3").all()
+
+
+def test_every_published_row_names_a_model_and_method_kdbench_has():
+    """A distillation number that names a model or method kdbench lacks could never sit beside
+    a measured one; the leaders' ``_ls`` rows are a method with ``logit_std`` on."""
+    from kdbench.methods import method_class
+    from kdbench.models import MODELS
+
+    ref = load_reference()
+    models = set(ref["teacher"].dropna()) | set(ref["student"])
+    assert models - set(MODELS) == set()
+    # (dataset distillation's rows include DSA's, a method still to come)
+    for label in set(ref.loc[ref["teacher"].notna(), "method"]) - {"teacher", "scratch"}:
+        name = label.removesuffix("_ls")
+        cls = method_class(name)
+        if name != label:
+            assert "logit_std" in {h.name for h in cls.hparams}, label
+    assert {"ab", "ft", "fsp", "reviewkd", "mlkd", "ctkd", "dkd", "dist"} <= set(ref["method"])
