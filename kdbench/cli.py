@@ -298,8 +298,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "suites":
         from kdbench.shipped import SUITES, describe, suite_names
 
-        for name in suite_names():
-            print(f"{name:<24} {describe(name)}")
+        names = suite_names()
+        width = max(map(len, names), default=0)
+        for name in names:
+            print(f"{name:<{width}}  {describe(name)}")
         print(f"(shipped in {SUITES}; run one by name: kdbench run NAME)", file=sys.stderr)
     elif args.what == "models":
         import torch
