@@ -423,3 +423,14 @@ def test_one_label_may_carry_per_pair_settings_on_disjoint_pairs(tmp_path):
     overlapping = text.replace("pairs: [cnn_wide->resnet8]}", "}")
     with pytest.raises(SuiteError, match=r"methods\[1\].*both run on cnn_wide->cnn_tiny"):
         load_suite(write_suite(tmp_path, overlapping))
+
+
+def test_a_number_yaml_reads_as_text_is_refused_with_the_fix(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-5` as a string: the refusal says how to write it."""
+    path = write_suite(tmp_path, suite_with(methods="methods: [{name: ofd, params: {beta: 1e-5}}]"))
+    with pytest.raises(
+        SuiteError, match=r"methods\[0\]\.params\.beta: '1e-5' is text to YAML.*1\.0e-5"
+    ):
+        load_suite(path)
+    ok = write_suite(tmp_path, suite_with(methods="methods: [{name: ofd, params: {beta: 1.0e-5}}]"))
+    assert dict(load_suite(ok).methods[1].params)["beta"] == 1.0e-5

@@ -83,6 +83,12 @@ class HParam:
             ok = any(type(value) is type(c) and value == c for c in self.choices)
             return None if ok else f"{value!r} is not {self.domain()}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str) and _reads_as_number(value):
+                # YAML 1.1 (PyYAML) reads 1e-5 as text: a float needs its dot, 1.0e-5
+                return (
+                    f"{value!r} is text to YAML, not a number ({self.domain()}); "
+                    "write a float with a dot, e.g. 1.0e-5"
+                )
             return f"{value!r} is not a number ({self.domain()})"
         if self.kind == "int" and not float(value).is_integer():
             return f"{value!r} is not an integer ({self.domain()})"
@@ -100,6 +106,14 @@ class HParam:
         if self.kind == "float":
             return float(value)
         return value
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # The loss weights shared by every method, in the RepDistiller convention.
