@@ -557,7 +557,7 @@ def test_pairings_refused():
     assert "fewer than 2 blocks" in kdsvd.pairing(meta((2, 4, 8, 8)), two, {})
     assert "teacher exposes fewer than 2" in kdsvd.pairing(two, meta((2, 4, 4, 4)), {})
     assert "width" in kdsvd.pairing(two, meta((2, 16, 8, 8), (2, 32, 4, 2)), {})
-    assert "4-D" in kdsvd.pairing(two, meta((2, 16, 8, 8), (2, 32)), {})
+    assert "(batch, channels, H, W) maps" in kdsvd.pairing(two, meta((2, 16, 8, 8), (2, 32)), {})
     assert ofd.pairing(two, meta((2, 16, 8, 8)), {}) is None
     assert ofd.pairing(two, meta((2, 16, 8, 8), preact=False), {}) == (
         "the teacher exposes no pre-activation features"

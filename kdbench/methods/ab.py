@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.methods.at import paired_blocks
-from kdbench.methods.base import HParam, MethodContext, Needs, Step, gamma
+from kdbench.methods.base import HParam, MethodContext, Needs, Step, gamma, missing_maps
 from kdbench.methods.registry import METHODS
 from kdbench.methods.stage import StagedMethod, init_share
 from kdbench.models.base import ModelOutput
@@ -123,12 +123,7 @@ class AB(StagedMethod):
     def pairing(
         cls, student: ModelOutput, teacher: ModelOutput | None, hp: Mapping[str, Any]
     ) -> str | None:
-        if teacher is None:
-            return "ab distils from a teacher, and there is none"
-        for role, out in (("student", student), ("teacher", teacher)):
-            if not out.preact:
-                return f"the {role} exposes no pre-activation features"
-        return None
+        return missing_maps(student, teacher, preact=True)
 
     def stage_loss(self, student: ModelOutput | None, teacher: ModelOutput) -> torch.Tensor:
         assert student is not None

@@ -182,6 +182,26 @@ class Needs:
     A combination ``A+B`` never gets the pool: its shared ``gamma``·CE needs every label."""
 
 
+def missing_maps(
+    student: ModelOutput, teacher: ModelOutput | None, *, preact: bool = False, blocks: int = 1
+) -> str | None:
+    """The common ``pairing`` of a method that matches feature maps: what is missing when
+    there is no teacher, or either network exposes fewer than ``blocks`` block outputs (its
+    pre-activation features, with ``preact``) or they are not (batch, C, H, W) maps."""
+    if teacher is None:
+        return "it distils from a teacher, and there is none"
+    what = "pre-activation features" if preact else "block features"
+    for role, out in (("student", student), ("teacher", teacher)):
+        maps = out.preact if preact else out.feats
+        if not maps:
+            return f"the {role} exposes no {what}"
+        if len(maps) < blocks:
+            return f"the {role} exposes fewer than {blocks} blocks ({what})"
+        if any(f.ndim != 4 for f in maps):
+            return f"the {role}'s {what} are not (batch, channels, H, W) maps"
+    return None
+
+
 @dataclass(frozen=True)
 class MethodContext:
     """What a method may look at when it builds its own modules."""

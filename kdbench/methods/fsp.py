@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from kdbench.methods.at import match_spatial, paired_blocks
-from kdbench.methods.base import MethodContext, Needs, Step, gamma
+from kdbench.methods.base import MethodContext, Needs, Step, gamma, missing_maps
 from kdbench.methods.registry import METHODS
 from kdbench.methods.stage import StagedMethod, init_share
 from kdbench.models.base import ModelOutput
@@ -85,11 +85,9 @@ class FSP(StagedMethod):
     def pairing(
         cls, student: ModelOutput, teacher: ModelOutput | None, hp: Mapping[str, Any]
     ) -> str | None:
-        if teacher is None:
-            return "fsp distils from a teacher, and there is none"
-        for role, out in (("student", student), ("teacher", teacher)):
-            if len(out.feats) < 2:
-                return f"the {role} exposes fewer than two blocks (an FSP matrix joins two)"
+        missing = missing_maps(student, teacher, blocks=2)  # an FSP matrix joins two blocks
+        if missing or teacher is None:
+            return missing
         pairs = paired_blocks(student.feats, teacher.feats)
         for i, (fs, ft) in enumerate(pairs):
             if fs.shape[1] != ft.shape[1]:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.methods.at import attention_map, match_spatial
-from kdbench.methods.base import HParam, MethodContext, Needs, Step, beta, gamma
+from kdbench.methods.base import HParam, MethodContext, Needs, Step, beta, gamma, missing_maps
 from kdbench.methods.registry import METHODS
 from kdbench.methods.stage import StagedMethod, init_share
 from kdbench.models.base import ModelOutput
@@ -131,12 +131,7 @@ class FT(StagedMethod):
     def pairing(
         cls, student: ModelOutput, teacher: ModelOutput | None, hp: Mapping[str, Any]
     ) -> str | None:
-        if teacher is None:
-            return "ft distils from a teacher, and there is none"
-        for role, out in (("student", student), ("teacher", teacher)):
-            if not out.feats:
-                return f"the {role} exposes no block features"
-        return None
+        return missing_maps(student, teacher)
 
     def stage_loss(self, student: ModelOutput | None, teacher: ModelOutput) -> torch.Tensor:
         f_t = teacher.feats[-1].detach()

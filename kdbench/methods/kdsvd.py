@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 from kdbench.methods.at import paired_blocks
-from kdbench.methods.base import HParam, Method, Needs, Step, beta, gamma
+from kdbench.methods.base import HParam, Method, Needs, Step, beta, gamma, missing_maps
 from kdbench.methods.registry import METHODS
 from kdbench.models.base import ModelOutput
 
@@ -140,13 +140,9 @@ class KDSVD(Method):
     def pairing(
         cls, student: ModelOutput, teacher: ModelOutput | None, hp: Mapping[str, Any]
     ) -> str | None:
-        if teacher is None:
-            return "it needs a teacher"
-        for role, out in (("student", student), ("teacher", teacher)):
-            if len(out.feats) < 2:
-                return f"the {role} exposes fewer than 2 blocks (the loss relates consecutive ones)"
-            if any(f.ndim != 4 for f in out.feats):
-                return f"the {role}'s block outputs are not 4-D feature maps"
+        missing = missing_maps(student, teacher, blocks=2)  # it relates consecutive blocks
+        if missing or teacher is None:
+            return missing
         for i, (fs, ft) in enumerate(paired_blocks(student.feats, teacher.feats)):
             if fs.shape[-1] != ft.shape[-1]:
                 return (

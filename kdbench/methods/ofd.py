@@ -70,6 +70,7 @@ from kdbench.methods.base import (
     TrainingSet,
     beta,
     gamma,
+    missing_maps,
 )
 from kdbench.methods.registry import METHODS
 from kdbench.models.base import ModelOutput
@@ -152,14 +153,7 @@ class OFD(Method):
     def pairing(
         cls, student: ModelOutput, teacher: ModelOutput | None, hp: Mapping[str, Any]
     ) -> str | None:
-        if teacher is None:
-            return "it needs a teacher"
-        for role, out in (("student", student), ("teacher", teacher)):
-            if not out.preact:
-                return f"the {role} exposes no pre-activation features"
-            if any(f.ndim != 4 for f in out.preact):
-                return f"the {role}'s pre-activation features are not 4-D feature maps"
-        return None
+        return missing_maps(student, teacher, preact=True)
 
     def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
         super().__init__(hp, ctx)
