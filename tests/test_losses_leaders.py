@@ -17,6 +17,7 @@ from kdbench.models.base import ModelOutput
 from kdbench.plan import resolve_hparams
 from kdbench.suite import load_suite, parse_suite
 from kdbench.tuning.space import search_space
+from tests.formulas import softmax, zscore
 from tests.test_methods import one_step
 
 TOL = 1e-6
@@ -29,17 +30,6 @@ Y = [int(v) for v in rng.integers(0, C, size=B)]
 
 def t(a):
     return torch.tensor(np.asarray(a), dtype=torch.float64)
-
-
-def softmax(v, T=1.0):
-    v = np.asarray(v, dtype=np.float64) / T
-    e = np.exp(v - v.max())
-    return e / e.sum()
-
-
-def zscore(v):
-    v = np.asarray(v, dtype=np.float64)
-    return (v - v.mean()) / (v.std(ddof=1) + 1e-7)
 
 
 def pearson(a, b, eps=1e-8):

@@ -14,6 +14,7 @@ from kdbench.methods.ctkd import curriculum
 from kdbench.methods.mlkd import mlkd_terms, strong_view
 from kdbench.models import build_model
 from kdbench.models.base import ModelOutput
+from tests.formulas import softmax, zscore
 from tests.test_methods import train_one_step
 
 REL = 1e-10
@@ -28,17 +29,6 @@ Y = [int(v) for v in rng.integers(0, C, size=B)]
 
 def t64(a):
     return torch.tensor(np.asarray(a), dtype=torch.float64)
-
-
-def softmax(v, T=1.0):
-    v = np.asarray(v, dtype=np.float64) / T
-    e = np.exp(v - v.max())
-    return e / e.sum()
-
-
-def zscore(v):
-    v = np.asarray(v, dtype=np.float64)
-    return (v - v.mean()) / (v.std(ddof=1) + 1e-7)
 
 
 def zrows(a):

@@ -11,6 +11,7 @@ from kdbench.methods import METHODS, MethodContext, Step
 from kdbench.methods.nst import nst_loss
 from kdbench.models import build_model
 from kdbench.models.base import ModelOutput
+from tests.formulas import build_on_stubs
 
 rng = np.random.default_rng(0)
 
@@ -26,18 +27,6 @@ def pool(f, size):
     return f.reshape(n, c, size, k, size, w // size).mean(axis=(3, 5))
 
 
-class Stub(torch.nn.Module):
-    """A model whose outputs are fixed arrays: what a method's heads are sized from."""
-
-    def __init__(self, out: ModelOutput) -> None:
-        super().__init__()
-        self.out = out
-        self.w = torch.nn.Parameter(torch.zeros(()))
-
-    def forward_features(self, x):
-        return self.out
-
-
 def outputs(feats, emb, classes=3):
     feats = [t(f) for f in feats]
     return ModelOutput(
@@ -45,13 +34,7 @@ def outputs(feats, emb, classes=3):
     )
 
 
-def build(name, s_out, t_out, **hp):
-    cls = METHODS.get(name)
-    ctx = MethodContext(
-        student=Stub(s_out), teacher=Stub(t_out), num_classes=3, n_train=8, input_shape=(1, 4, 4)
-    )
-    torch.manual_seed(0)
-    return cls({**cls.defaults(), **hp}, ctx).double()
+build = build_on_stubs
 
 
 def term(method, s_out, t_out):

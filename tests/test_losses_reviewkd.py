@@ -14,6 +14,7 @@ from kdbench.methods import METHODS, MethodContext, Step
 from kdbench.methods.reviewkd import ABF, hcl_loss
 from kdbench.models import build_model
 from kdbench.models.base import ModelOutput
+from tests.formulas import Stub
 from tests.test_methods import train_one_step
 
 rng = np.random.default_rng(0)
@@ -118,18 +119,6 @@ def randomize_bn(module):
 
 
 # -- stubs
-
-
-class Stub(torch.nn.Module):
-    """A model whose outputs are fixed arrays: what the ABFs are sized from."""
-
-    def __init__(self, out: ModelOutput) -> None:
-        super().__init__()
-        self.out = out
-        self.w = torch.nn.Parameter(torch.zeros(()))
-
-    def forward_features(self, x):
-        return self.out
 
 
 def outputs(feats, emb, preact=(), classes=3):
