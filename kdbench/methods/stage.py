@@ -98,14 +98,15 @@ def pretrain(
     and batch size. Every module's mode and every parameter's ``requires_grad`` are restored
     afterwards.
     """
-    from kdbench.data import augment_batch
     from kdbench.models.base import count_macs
     from kdbench.training.loop import (
-        NORMALIZED_SPLIT_BYTES,
+        Batches,
         Precision,
         TrialDiverged,
         as_fp32,
+        augments,
         make_optimizer,
+        teacher_batch,
         teacher_outputs,
     )
 
@@ -131,34 +132,24 @@ def pretrain(
         if precision.channels_last:  # as ``fit`` will convert them, for the same kernels
             for m in modules:
                 m.to(memory_format=torch.channels_last)
-        gen = torch.Generator().manual_seed(spec.seed)
         train_x = data.train_x.to(device)
-        n = len(train_x)
         augment = bool(spec.data.augment)
-        augments = augment and (data.augment.pad > 0 or data.augment.flip)
-        cached = None if augments else teacher_outputs(teacher, data, train_x, precision=precision)
-        normalized = train_x.numel() * 4 <= NORMALIZED_SPLIT_BYTES  # as ``fit`` decides
-        if normalized:
-            train_x = data.normalize(train_x)
+        cached = None
+        if not augments(data, augment):
+            cached = teacher_outputs(teacher, data, train_x, precision=precision)
+        batches = Batches(
+            data,
+            train_x,
+            batch_size=budget.batch_size,
+            augment=augment,
+            gen=torch.Generator().manual_seed(spec.seed),
+            precision=precision,
+        )
         for epoch in range(epochs):
             total = torch.zeros((), device=device)
             steps = 0
-            order = torch.randperm(n, generator=gen).to(device)
-            for i in range(0, n, budget.batch_size):
-                idx = order[i : i + budget.batch_size]
-                if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a batch of one
-                    continue
-                x = train_x.index_select(0, idx)
-                if not normalized:
-                    x = data.normalize(x)
-                if augment:
-                    x = augment_batch(x, data.augment, gen)
-                x = precision.layout(x)
-                if cached is not None:
-                    t_out = cached.take(idx)
-                else:
-                    with torch.no_grad(), precision.autocast(device):
-                        t_out = as_fp32(teacher.forward_features(x))
+            for idx, x in batches.epoch():
+                t_out = teacher_batch(teacher, cached, idx, x, precision)
                 s_out = None
                 if student is not None:
                     with precision.autocast(device):

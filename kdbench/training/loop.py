@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -251,6 +251,65 @@ def teacher_outputs(
     )
 
 
+class Batches:
+    """A training split fed as ``fit`` feeds it, epoch after epoch: a fresh permutation from
+    ``gen`` each epoch, batches of ``batch_size`` (a last batch of one skipped, which BatchNorm
+    cannot train on), normalised (the whole split once, when its float copy is small: a
+    batch's slice of the normalised split is the normalised slice), augmented from ``gen``
+    when ``augment``, in the precision's memory layout. A method's own stage
+    (``kdbench.methods.stage``) trains on the same batches."""
+
+    def __init__(
+        self,
+        data: DataBundle,
+        train_x: torch.Tensor,
+        *,
+        batch_size: int,
+        augment: bool,
+        gen: torch.Generator,
+        precision: Precision,
+    ) -> None:
+        self.data, self.batch_size, self.augment = data, batch_size, augment
+        self.gen, self.precision = gen, precision
+        self.n = len(train_x)
+        self.normalized = train_x.numel() * 4 <= NORMALIZED_SPLIT_BYTES
+        self.x = data.normalize(train_x) if self.normalized else train_x
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(sample indices, images) of each batch of one epoch."""
+        order = torch.randperm(self.n, generator=self.gen).to(self.x.device)
+        for i in range(0, self.n, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            if len(idx) < 2 and self.n >= 2:  # BatchNorm cannot train on a batch of one
+                continue
+            x = self.x.index_select(0, idx)  # faster than x[idx] on a CPU
+            if not self.normalized:
+                x = self.data.normalize(x)
+            if self.augment:
+                x = augment_batch(x, self.data.augment, self.gen)
+            yield idx, self.precision.layout(x)
+
+
+def augments(data: DataBundle, augment: bool) -> bool:
+    """Whether augmentation changes the images (else the teacher sees the same ones every
+    epoch, and its outputs are computed once)."""
+    return augment and (data.augment.pad > 0 or data.augment.flip)
+
+
+def teacher_batch(
+    teacher: KDModel,
+    cached: TeacherCache | None,
+    idx: torch.Tensor,
+    x: torch.Tensor,
+    precision: Precision,
+) -> ModelOutput:
+    """The teacher's outputs on a batch: its cached rows, or a forward pass without gradient."""
+    if cached is not None:
+        return cached.take(idx)
+    with torch.no_grad(), precision.autocast(x.device):
+        return as_fp32(teacher.forward_features(x))
+
+
 def fit(
     model: KDModel,
     data: DataBundle,
@@ -287,7 +346,6 @@ def fit(
     val_x, val_y = data.val_x.to(device), data.val_y.to(device)
     if report_test:
         test_x, test_y = data.test_x.to(device), data.test_y.to(device)
-    n = len(train_y)
     params = list(model.parameters()) + list(method.parameters())
     opt = make_optimizer(params, budget)
     if macs is None:
@@ -301,16 +359,13 @@ def fit(
         if precision.channels_last:
             teacher.to(memory_format=torch.channels_last)
     uses_teacher = method.needs.teacher and teacher is not None
-    augments = augment and (data.augment.pad > 0 or data.augment.flip)
     cached = None
-    if uses_teacher and not augments:
+    if uses_teacher and not augments(data, augment):
         # The teacher sees the same images every epoch: compute its outputs once.
         cached = teacher_outputs(teacher, data, train_x, precision=precision)
-    # Normalised once rather than every step when the float copy is small: a batch's slice of
-    # the normalised split is the normalised slice, and augmentation runs after either way.
-    normalized = train_x.numel() * 4 <= NORMALIZED_SPLIT_BYTES
-    if normalized:
-        train_x = data.normalize(train_x)
+    batches = Batches(
+        data, train_x, batch_size=budget.batch_size, augment=augment, gen=gen, precision=precision
+    )
     model.train()
     method.train()
     curve: list[EpochStats] = []
@@ -321,27 +376,12 @@ def fit(
         lr = lr_at(budget, epoch, epochs)
         for group in opt.param_groups:
             group["lr"] = lr
-        order = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), device=device)
         term_sums: dict[str, torch.Tensor] = {}
         steps = 0
-        for i in range(0, n, budget.batch_size):
-            idx = order[i : i + budget.batch_size]
-            if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a batch of one
-                continue
-            x = train_x.index_select(0, idx)  # faster than train_x[idx] on a CPU
-            if not normalized:
-                x = data.normalize(x)
-            if augment:
-                x = augment_batch(x, data.augment, gen)
-            x = precision.layout(x)
+        for idx, x in batches.epoch():
             y = train_y.index_select(0, idx)
-            t_out = None
-            if cached is not None:
-                t_out = cached.take(idx)
-            elif uses_teacher:
-                with torch.no_grad(), precision.autocast(device):
-                    t_out = as_fp32(teacher.forward_features(x))
+            t_out = teacher_batch(teacher, cached, idx, x, precision) if uses_teacher else None
             with precision.autocast(device):
                 s_out = model.forward_features(x)
             s_out = as_fp32(s_out)
