@@ -139,6 +139,74 @@ class TeacherSpec(TrialSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExpertSpec(TeacherSpec):
+    """An expert trajectory (dd_mtt's): a network trained on the real training split by the
+    method's recipe (``hparams``), its parameters kept after every epoch. Trained once per
+    (data set, network, recipe, expert seed) and shared by every trial that names it, as a
+    teacher is: it runs first, its trajectory is cached under its trial id, and its row says
+    ``expert`` in the ``phase`` and ``method`` columns, with the expert's own accuracies."""
+
+    phase: str = "expert"
+    hparams: tuple[tuple[str, Any], ...] = ()  # type: ignore[misc]
+    """The recipe (``kdbench.methods.experts.ExpertRecipe``'s fields)."""
+
+    method: ClassVar[str] = "expert"
+    label: ClassVar[str] = "expert"
+
+
+EXPERT_NET = "convnet_sized"
+"""The ``teacher`` column of an expert's row: the ConvNet its recipe sizes (width and depth in
+its ``hparams``)."""
+
+
+def expert_specs(
+    suite: Suite, cell: Cell, hparams: tuple[tuple[str, Any], ...], refit: bool
+) -> list[ExpertSpec]:
+    """The expert trajectories a trial of ``cell`` with ``hparams`` learns from (none unless
+    its method declares ``expert_recipe``): seeds 0 … n−1, trained on train+val with
+    ``refit``. The suite's budget does not enter: the recipe is the method's."""
+    from kdbench.data import dataset_info
+    from kdbench.methods import method_class
+
+    cls = method_class(cell.method.name)
+    recipe_of = getattr(cls, "expert_recipe", None)
+    if recipe_of is None:
+        return []
+    hp = dict(hparams)
+    info = dataset_info(cell.dataset, suite.data.root)
+    recipe = recipe_of(hp, tuple(info.input_shape))
+    fields = tuple(sorted(recipe.identity().items()))
+    budget = Budget(
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        optimizer="sgd",
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )
+    return [
+        ExpertSpec(
+            refit=refit,
+            dataset=cell.dataset,
+            teacher=TeacherRef(EXPERT_NET),
+            seed=seed,
+            epochs=recipe.epochs,
+            budget=budget,
+            data=suite.data,
+            resources=suite.resources.trial,
+            hparams=fields,
+        )
+        for seed in range(cls.expert_count(hp))
+    ]
+
+
+def expert_ids(
+    suite: Suite, cell: Cell, hparams: tuple[tuple[str, Any], ...], refit: bool
+) -> tuple[str, ...]:
+    return tuple(e.trial_id for e in expert_specs(suite, cell, hparams, refit))
+
+
+@dataclass(frozen=True, kw_only=True)
 class StudentSpec(TrialSpec):
     """A trial of one cell, a student trained by a method: ``tune`` (a study's trial, at
     the tuning seed), ``confirm`` (a done study's best setting again, at a further tuning
@@ -155,6 +223,9 @@ class StudentSpec(TrialSpec):
     number: int | None = None  # type: ignore[misc]
     """Tune trials: the Optuna trial number; confirm trials: the number of the trial they
     rerun."""
+    experts: tuple[str, ...] = ()
+    """The trial ids of the expert trajectories its method learns from (dd_mtt); not part of
+    its identity, which its hyperparameters and data set already fix."""
 
     checkpoint_sha256: ClassVar[None] = None
 
@@ -174,7 +245,7 @@ class StudentSpec(TrialSpec):
         them."""
         from kdbench.methods import method_class
 
-        return self.phase == "final" or method_class(self.method).needs.teacher
+        return self.phase == "final" or method_class(self.method).uses_teacher(dict(self.hparams))
 
 
 def slug(text: str) -> str:
@@ -272,10 +343,11 @@ def resolve_hparams(
     """The method's defaults, then the suite's fixed ``params``, then tuned values."""
     from kdbench.methods import method_class
 
-    hp = method_class(entry.name).defaults()
+    cls = method_class(entry.name)
+    hp = cls.defaults()
     hp.update(dict(entry.params))
     hp.update(overrides or {})
-    return tuple(sorted(hp.items()))
+    return tuple(sorted(cls.complete(hp).items()))
 
 
 def teacher_spec(
@@ -309,8 +381,9 @@ def _student_spec(
     hparams: tuple[tuple[str, Any], ...],
     number: int | None = None,
 ) -> StudentSpec:
+    refit = phase == "final" and suite.data.refits
     return StudentSpec(
-        refit=phase == "final" and suite.data.refits,
+        refit=refit,
         phase=phase,
         dataset=cell.dataset,
         teacher=cell.pair.teacher,
@@ -325,6 +398,7 @@ def _student_spec(
         resources=suite.resources.trial,
         teacher_id=teacher.trial_id,
         number=number,
+        experts=expert_ids(suite, cell, hparams, refit),
     )
 
 
@@ -371,7 +445,8 @@ def study_identity(suite: Suite, cell: Cell, teacher: TeacherSpec) -> dict[str, 
 
 
 def expand(suite: Suite) -> Plan:
-    """Teachers (one per data set × teacher × seed, or per checkpoint), studies and finals.
+    """Teachers (one per data set × teacher × seed, or per checkpoint), expert trajectories
+    (``ExpertSpec``, where a method learns from them), studies and finals.
 
     A cell is tuned when ``tuning.trials > 0`` and its method has something to search;
     otherwise its final trials run the defaults with the suite's ``params``. With
@@ -397,7 +472,12 @@ def expand(suite: Suite) -> Plan:
     all_cells = cells(suite)
     finals: list[StudentSpec] = []
     studies: list[StudyPlan] = []
+    experts: dict[str, ExpertSpec] = {}
     for cell in all_cells:
+        hp = resolve_hparams(cell.method)
+        tuned = suite.tuning.trials > 0 and bool(search_space(cell.method))
+        for refit in {suite.data.refits, False} if tuned else {suite.data.refits}:
+            experts.update((e.trial_id, e) for e in expert_specs(suite, cell, hp, refit))
         space = search_space(cell.method) if suite.tuning.trials > 0 else {}
         if space:  # the tuning teacher first: tuning starts first
             tuning_teacher = teacher(cell.dataset, cell.pair.teacher, False)
@@ -413,7 +493,7 @@ def expand(suite: Suite) -> Plan:
     return Plan(
         suite=suite,
         cells=tuple(all_cells),
-        teachers=tuple(teachers.values()),
+        teachers=tuple(teachers.values()) + tuple(experts.values()),
         finals=tuple(finals),
         studies=tuple(studies),
     )

@@ -883,13 +883,17 @@ def _pairing(c: _Checker, suite: Suite, written: list[Any]) -> None:
     ``pairing``, and the suite is refused here, before anything runs."""
     from kdbench.methods import Method, method_class
 
-    offset = len(suite.methods) - len(written)  # the scratch entry added in front
+    # the scratch entry added in front (dataset distillation's baselines come last)
+    offset = int(suite.methods[0].label == "scratch" and not _lists_scratch(written))
     probes: dict[tuple[str, tuple[int, ...], int], Any] = {}
     for i, entry in enumerate(suite.methods):
         cls = method_class(entry.name)
-        if cls.pairing.__func__ is Method.pairing.__func__:  # type: ignore[attr-defined]
+        by_outputs = cls.pairing.__func__ is not Method.pairing.__func__  # type: ignore[attr-defined]
+        by_models = cls.pairing_models.__func__ is not Method.pairing_models.__func__  # type: ignore[attr-defined]
+        if not (by_outputs or by_models):
             continue  # pairs with anything: nothing to build
-        hp = {**cls.defaults(), **dict(entry.params)}
+        hp = cls.complete({**cls.defaults(), **dict(entry.params)})
+        wants_teacher = cls.uses_teacher(hp)
         for dataset in suite.datasets:
             shape = _data_shape(dataset, suite.data.root)
             if shape is None:
@@ -898,16 +902,26 @@ def _pairing(c: _Checker, suite: Suite, written: list[Any]) -> None:
                 if not entry.runs_on(pair):
                     continue
                 s_out = _probe(probes, pair.student, *shape)
-                t_out = _probe(probes, pair.teacher.arch, *shape) if cls.needs.teacher else None
-                if s_out is None or (cls.needs.teacher and t_out is None):
+                t_out = _probe(probes, pair.teacher.arch, *shape) if wants_teacher else None
+                if s_out is None or (wants_teacher and t_out is None):
                     continue
-                reason = cls.pairing(s_out, t_out, hp)
+                reason = cls.pairing(s_out[1], t_out and t_out[1], hp) if by_outputs else None
+                if by_models and not reason:
+                    reason = cls.pairing_models(s_out[0], t_out and t_out[0], hp)
                 if reason:
                     raise c.fail(
                         f"methods[{i - offset}]",
                         f"'{entry.name}' cannot distil {pair.teacher.arch} → {pair.student} "
                         f"on {dataset}: {reason}",
                     )
+
+
+def _lists_scratch(written: list[Any]) -> bool:
+    return any(
+        (m if isinstance(m, str) else m.get("label", m.get("name"))) == "scratch"
+        for m in written
+        if isinstance(m, (str, dict))
+    )
 
 
 def _data_shape(dataset: str, root: str | None) -> tuple[tuple[int, ...], int] | None:
@@ -928,8 +942,8 @@ def _probe(
     shape: tuple[int, ...],
     classes: int,
 ) -> Any:
-    """A model's outputs on a batch of two, built and run on the meta device (shapes only:
-    no memory, no initialisation, milliseconds); None when the model cannot run there."""
+    """A model and its outputs on a batch of two, built and run on the meta device (shapes
+    only: no memory, no initialisation, milliseconds); None when the model cannot run there."""
     import torch
 
     from kdbench.models import build_model
@@ -939,7 +953,7 @@ def _probe(
         try:
             with torch.device("meta"):
                 model = build_model(arch, num_classes=classes, input_shape=shape).eval()
-                cache[key] = model.forward_features(torch.zeros((2, *shape)))
+                cache[key] = (model, model.forward_features(torch.zeros((2, *shape))))
         except Exception:  # a model meta tensors cannot run is checked by training
             cache[key] = None
     return cache[key]
@@ -1049,6 +1063,13 @@ def _methods(c: _Checker, raw: Any, pairs: tuple[Pair, ...]) -> tuple[MethodEntr
     if "scratch" not in labels:
         methods.insert(0, MethodEntry(name="scratch", label="scratch"))
         entries.insert(0, ("the scratch entry every suite has", "scratch"))
+    # Dataset distillation's baselines (random subsets, hard-label twins), after the entries
+    # as written, so that methods[i] in a message is still the suite's i-th entry.
+    from kdbench.methods.synthetic import baseline_entries
+
+    for extra in baseline_entries(methods):
+        methods.append(extra)
+        entries.append((f"the baseline '{extra.label}' added for dataset distillation", extra.label))
     _one_id_part(c, entries, "give one of them a distinct label")
     return tuple(methods)
 

@@ -20,7 +20,7 @@ The trainer never looks at a method's name: everything it does differently follo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -267,6 +267,9 @@ class TrainingSet:
     """What the stage made that should be kept (the result writer saves it)."""
     artifact: ArtifactKey | None = None
     """The row's ``artifact``: what the stage made (a final trial's saved student otherwise)."""
+    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    """Applied to every normalised training batch after the suite's own augmentation (DSA on
+    a synthetic set), drawing from the trial's generator."""
 
 
 Reused = Mapping[ArtifactKey, bytes]
@@ -350,6 +353,19 @@ class Method(nn.Module):
         return None
 
     @classmethod
+    def pairing_models(
+        cls, student: nn.Module, teacher: nn.Module | None, hp: Mapping[str, Any]
+    ) -> str | None:
+        """Like ``pairing``, for what only the modules tell (the teacher has BatchNorm layers):
+        the models as built on the meta device. By default nothing is missing."""
+        return None
+
+    @classmethod
+    def uses_teacher(cls, hp: Mapping[str, Any]) -> bool:
+        """Whether a trial with these hyperparameters reads the teacher's weights."""
+        return cls.needs.teacher
+
+    @classmethod
     def reusable(cls, spec: Any) -> tuple[ArtifactKey, ...]:
         """Content keys of what ``prepare`` makes for ``spec`` that another trial may reuse."""
         return ()
@@ -369,6 +385,12 @@ class Method(nn.Module):
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {h.name: h.default for h in cls.hparams if not h.optional}
+
+    @classmethod
+    def complete(cls, hp: dict[str, Any]) -> dict[str, Any]:
+        """A trial's hyperparameters (defaults, then the suite's) with the optional ones that
+        a switch among them brings in (soft labels bring their temperature and weights)."""
+        return hp
 
 
 def combine(components: Sequence[type[Method]]) -> type[Method]:

@@ -19,7 +19,9 @@ from kdbench.methods.synthetic import (
     SyntheticSet,
     SyntheticSetMethod,
     class_indices,
+    dsa,
     ipc,
+    labels,
     real_set,
     train_epochs,
 )
@@ -46,7 +48,11 @@ class DDHerding(SyntheticSetMethod):
     """``ipc`` real images per class chosen by herding in the teacher's embedding space."""
 
     name = "dd_herding"
-    hparams = (ipc(10), train_epochs())
+    hparams = (ipc(10), train_epochs(), dsa(False), *labels())
+    training_hparams = (
+        *SyntheticSetMethod.training_hparams,
+        "dsa",
+    )  # a real subset: DSA only at evaluation
     needs = Needs(teacher=True, synthetic_set=True)
 
     @torch.no_grad()

@@ -14,7 +14,9 @@ from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     SyntheticSet,
     SyntheticSetMethod,
+    dsa,
     ipc,
+    labels,
     random_subset,
     real_set,
     train_epochs,
@@ -26,7 +28,11 @@ class DDRandom(SyntheticSetMethod):
     """A seeded random subset of ``ipc`` real training images per class."""
 
     name = "dd_random"
-    hparams = (ipc(10), train_epochs())
+    hparams = (ipc(10), train_epochs(), dsa(False), *labels())
+    training_hparams = (
+        *SyntheticSetMethod.training_hparams,
+        "dsa",
+    )  # a real subset: DSA only at evaluation
 
     def synthesize(self, data, *, seed: int, device: torch.device) -> SyntheticSet:
         gen = torch.Generator().manual_seed(seed)

@@ -29,11 +29,12 @@ import hashlib
 import io
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from kdbench.data.base import to_unit
 from kdbench.methods.base import (
@@ -44,8 +45,10 @@ from kdbench.methods.base import (
     MethodContext,
     Needs,
     Reused,
+    Step,
     TrainingSet,
 )
+from kdbench.methods.kd import kd_loss
 from kdbench.results.layout import ArtifactKey
 
 
@@ -114,6 +117,61 @@ def time_budget(default: float) -> HParam:
     )
 
 
+def labels(default: str = "hard") -> tuple[HParam, ...]:
+    """How the student learns from the set: ``hard`` (cross-entropy on the set's labels) or
+    ``soft`` (the suite's teacher's soft labels on each batch the student sees, by kd's loss:
+    γ·CE + α·T²·KL(p_t^T ‖ p_s^T)). With ``hard`` the other three are not in a trial's
+    hyperparameters; with ``soft`` they take these defaults unless the suite fixes them, and
+    are searched only where the suite's ``search`` gives a range (``T: [1, 20, log]``)."""
+    hard = default == "hard"
+    return (
+        HParam(
+            "labels",
+            default,
+            kind="categorical",
+            choices=("hard", "soft"),
+            optional=hard,
+            doc="the student's targets on the set: the set's labels (hard) or the teacher's "
+            "soft labels (soft, by kd's loss)",
+        ),
+        HParam(
+            "T",
+            4.0,
+            low=0.0,
+            low_open=True,
+            optional=hard,
+            doc="soft labels: softmax temperature of teacher and student",
+        ),
+        HParam("alpha", 1.0, low=0.0, optional=hard, doc="soft labels: weight of the KL term"),
+        HParam(
+            "gamma",
+            0.0,
+            low=0.0,
+            optional=hard,
+            doc="soft labels: weight of cross-entropy on the set's own labels",
+        ),
+    )
+
+
+LABEL_HPARAMS = ("labels", "T", "alpha", "gamma")
+"""How the student is trained on a set, not what the set is: not part of the set's key."""
+
+
+def dsa(default: bool) -> HParam:
+    """Differentiable siamese augmentation (``kdbench.methods.dsa``): in the matching of a
+    learned set, and on every batch of the student's training on any set. Off by default for
+    the methods whose reference had none (optional then: their trials keep their ids)."""
+    return HParam(
+        "dsa",
+        default,
+        kind="categorical",
+        choices=(True, False),
+        optional=not default,
+        doc="differentiable siamese augmentation in matching and while the student trains "
+        "on the set",
+    )
+
+
 def net_width() -> HParam:
     return HParam(
         "net_width",
@@ -150,14 +208,51 @@ class SyntheticSetMethod(Method):
 
     needs: ClassVar[Needs] = Needs(teacher=False, synthetic_set=True)
     combinable: ClassVar[bool] = False
-    training_hparams: ClassVar[tuple[str, ...]] = ("train_epochs",)
-    """Hyperparameters of the student's training on the set alone: not part of its key."""
+    training_hparams: ClassVar[tuple[str, ...]] = ("train_epochs", *LABEL_HPARAMS)
+    """Hyperparameters of the student's training on the set alone: not part of its key (a
+    set made once is evaluated with hard and with soft labels)."""
 
     def __init__(self, hp: Mapping[str, Any], ctx: MethodContext) -> None:
         super().__init__(hp, ctx)
         # Kept as the context, not as an attribute: a module attribute would make the teacher
         # a submodule of the method, and its parameters the optimiser's.
         self.ctx = ctx
+        self.soft = self.hp.get("labels", "hard") == "soft"
+        if self.soft:  # the trainer gives the teacher's outputs on every batch
+            self.needs = Needs(teacher=True, synthetic_set=True)
+
+    @classmethod
+    def uses_teacher(cls, hp: Mapping[str, Any]) -> bool:
+        return cls.needs.teacher or hp.get("labels", "hard") == "soft"
+
+    @classmethod
+    def complete(cls, hp: dict[str, Any]) -> dict[str, Any]:
+        """Soft labels bring their temperature and weights at their defaults."""
+        if hp.get("labels", "hard") == "soft":
+            for name in LABEL_HPARAMS:
+                hp.setdefault(name, cls.hparam(name).default)
+        return hp
+
+    def loss(self, step: Step) -> dict[str, torch.Tensor]:
+        """Hard labels: cross-entropy on the set's labels. Soft labels: kd's loss against the
+        teacher's outputs on the same (augmented) batch, γ·CE + α·T²·KL."""
+        if not self.soft:
+            return {"ce": F.cross_entropy(step.student.logits, step.y)}
+        assert step.teacher is not None
+        hp = self.hp
+        terms = {"kd": hp["alpha"] * kd_loss(step.student.logits, step.teacher.logits, hp["T"])}
+        if hp["gamma"]:
+            terms["ce"] = hp["gamma"] * F.cross_entropy(step.student.logits, step.y)
+        return terms
+
+    def augmentation(self) -> Any:
+        """What augments each batch of the student's training on the set: DSA with ``dsa``
+        (per-sample parameters, as the reference evaluates), else nothing."""
+        if not self.hp.get("dsa", False):
+            return None
+        from kdbench.methods.dsa import DSA
+
+        return DSA()
 
     def synthesize(self, data: Any, *, seed: int, device: torch.device) -> SyntheticSet:
         """The synthetic set for ``data`` (a ``DataBundle``), deterministic for a seed."""
@@ -182,9 +277,11 @@ class SyntheticSetMethod(Method):
             replace(data, train_x=made.images, train_y=made.labels),
             epochs,
             seconds=made.seconds,  # a reused set's own making counts, as if made now
-            with_teacher=False,  # herding's teacher chose the set; it takes no part in training
+            # herding's teacher chose the set; with hard labels it takes no part in training
+            with_teacher=self.soft,
             artifacts=artifacts,
             artifact=key,
+            transform=self.augmentation(),
         )
 
     @classmethod
@@ -353,3 +450,82 @@ def synthetic_epochs(epochs: int, n_train: int, n_synthetic: int, batch_size: in
     """Epochs on the synthetic set that take as many optimiser steps as ``epochs`` on the data."""
     steps = epochs * math.ceil(n_train / batch_size)
     return max(1, math.ceil(steps / math.ceil(n_synthetic / batch_size)))
+
+
+# -- the baselines every dataset-distillation entry is scored against (DD-Ranking) -----------
+
+
+def baseline_entries(entries: Sequence[Any]) -> list[Any]:
+    """The method entries a suite gets besides its own, as it gets ``scratch``: for every
+    dataset-distillation entry with soft labels, its hard-label twin (``<label>_hard``, the
+    same sets evaluated on their own labels: HLR's term); then for every dd entry, a
+    ``dd_random`` of the same ipc evaluated the same way (labels and their weights, DSA,
+    epochs) on the same pairs (IOR's term), unless the suite has one. A searched setting is
+    taken at its default."""
+    from kdbench.methods.registry import method_class
+    from kdbench.results.ddranking import evaluation
+    from kdbench.suite import MethodEntry
+
+    def settings(e: Any) -> dict[str, Any]:
+        cls = method_class(e.name)
+        return evaluation(cls.complete({**cls.defaults(), **dict(e.params)}))
+
+    def same_set(a: Any, b: Any) -> bool:
+        """Entries of one method that make the same sets and evaluate them alike."""
+        cls = method_class(a.name)
+        made = [
+            {
+                k: v
+                for k, v in cls.complete({**cls.defaults(), **dict(e.params)}).items()
+                if k not in cls.training_hparams
+            }
+            for e in (a, b)
+        ]
+        return made[0] == made[1] and settings(a) == settings(b)
+
+    def is_dd(e: Any) -> bool:
+        return getattr(method_class(e.name), "needs", Needs()).synthetic_set
+
+    labels = {e.label for e in entries}
+    added: list[Any] = []
+
+    def fresh(label: str) -> str:
+        while label in labels:
+            label += "_auto"
+        labels.add(label)
+        return label
+
+    for e in [e for e in entries if is_dd(e)]:
+        if settings(e)["labels"] == "soft":
+            params = {k: v for k, v in e.params if k not in LABEL_HPARAMS}
+            twin = MethodEntry(e.name, "", tuple(sorted(params.items())), (), e.pairs)
+            if not any(o.name == e.name and same_set(o, twin) for o in entries):
+                added.append(replace(twin, label=fresh(f"{e.label}_hard")))
+    randoms: dict[tuple[str, ...], Any] = {}
+    for e in [e for e in (*entries, *added) if is_dd(e)]:
+        want = settings(e)
+        key = tuple(sorted((k, str(v)) for k, v in want.items()))
+        have = [o for o in (*entries, *added) if o.name == "dd_random" and settings(o) == want]
+        covered = {p for o in have for p in o.pairs}
+        if any(not o.pairs for o in have) or (e.pairs and set(e.pairs) <= covered):
+            continue
+        if key in randoms:  # one baseline for every entry evaluated this way: their pairs
+            got = randoms[key]
+            pairs = () if not got.pairs or not e.pairs else tuple(sorted({*got.pairs, *e.pairs}))
+            randoms[key] = replace(got, pairs=pairs)
+            continue
+        name = f"dd_random_ipc{want['ipc']}" + ("_soft" if want["labels"] == "soft" else "")
+        name += "_dsa" if want["dsa"] else ""
+        params = {k: v for k, v in want.items() if k in ("ipc", "labels", "dsa")}
+        if want["train_epochs"]:
+            params["train_epochs"] = want["train_epochs"]
+        for k in ("T", "alpha", "gamma"):
+            if k in want:
+                params[k] = want[k]
+        if params.get("labels") == "hard":
+            del params["labels"]
+        if not params.get("dsa"):
+            params.pop("dsa", None)
+        randoms[key] = MethodEntry("dd_random", name, tuple(sorted(params.items())), (), e.pairs)
+    added += [replace(r, label=fresh(r.label)) for r in randoms.values()]
+    return added

@@ -60,3 +60,16 @@ class ConvNet(KDModel):
 def convnet3(*, num_classes: int, input_shape: tuple[int, ...]) -> ConvNet:
     """ConvNet-3, width 128, instance norm, average pooling: dataset distillation's network."""
     return ConvNet(num_classes=num_classes, input_shape=input_shape, width=128, depth=3)
+
+
+@MODELS.register("convnet_sized")
+def convnet_sized(*, num_classes: int, input_shape: tuple[int, ...]) -> ConvNet:
+    """The ConvNet the dataset-distillation methods match with by default, sized to the images
+    (``kdbench.methods.synthetic.matching_size``): ConvNet-3 of width 128 on images of 28 px and
+    more, as ``convnet3``; on smaller ones fewer blocks and width 64 (depth 2 on 8×8 digits,
+    whose last map is then 2×2 rather than 1×1). The reference evaluates a set on the network
+    it was matched with: this is that network on any image size."""
+    from kdbench.methods.synthetic import matching_size
+
+    width, depth = matching_size(tuple(input_shape), 0, 0)
+    return ConvNet(num_classes=num_classes, input_shape=input_shape, width=width, depth=depth)

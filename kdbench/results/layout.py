@@ -3,7 +3,8 @@
     DIR/trials/<trial_id>.parquet             one result row per file (temp file + rename)
     DIR/compacted/<run_id>.parquet            rows folded by `kdbench compact` or a run's end
     DIR/_studies/journal.log                  the Optuna studies (unless tuning.storage is set)
-    DIR/_cache/teachers/<trial_id>.pt         trained teachers' weights, shared by their students
+    DIR/_cache/teachers/<trial_id>.pt         trained teachers' weights (and dd_mtt's expert
+                                              trajectories), shared by the trials that need them
     DIR/_artifacts/students/<trial_id>.pt     every final trial's distilled student
     DIR/_artifacts/<kind>/<key>.pt            what a method made, by content key (synthetic sets)
     DIR/_runs/<run_id>/                       suite.yaml, suite.sha256, run.json, curves/<trial_id>.parquet

@@ -23,6 +23,9 @@ Per (dataset, teacher → student), one row per method over the `final` rows tha
   reporting each seed's best epoch instead of its last would add (NaN for results that do
   not record ``best_test_acc``). Every number above is the last epoch's: the best epoch is
   chosen on the test split, so it is only shown as the inflation it would bring;
+- ``ior``, ``hlr`` and ``dd_score`` for dataset-distillation rows: DD-Ranking's improvement
+  over a random real subset evaluated the same way, hard-label recovery (scratch minus the
+  set's hard-label accuracy) and their combination (``kdbench.results.ddranking``);
 - ``published`` and ``delta_published`` where a published number matches the row.
 
 Overall, per method: average rank, ``win_rate`` (head-to-head comparisons won against every
@@ -49,6 +52,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from kdbench.results import ddranking
+
 PAIR_KEYS = ["dataset", "teacher", "student"]
 PAIR_COLUMNS = [
     *PAIR_KEYS,
@@ -70,6 +75,9 @@ PAIR_COLUMNS = [
     "best_epoch_gain",
     "teacher_acc",
     "ipc",
+    "ior",
+    "hlr",
+    "dd_score",
     "published",
     "delta_published",
     "published_source",
@@ -556,6 +564,9 @@ def leaderboard(rows: pd.DataFrame, reference: pd.DataFrame | None = None) -> Le
         for m, a, b in zip(table["method"], table["_acc"], table["_base"], strict=True)
     ]
     table["significant"] = table["p_vs_kd"] < ALPHA
+    table = ddranking.scores(
+        table.merge(ddranking.describe(final), on=[*PAIR_KEYS, "method"], how="left")
+    )
     table = _rank_confidence(table)
     friedman = friedman_test(table)
     table = with_published(table, reference)

@@ -33,6 +33,9 @@ PAIR_METRICS: tuple[Metric, ...] = (
     Metric("p_vs_kd", "p vs kd", higher_is_better=None, digits=3),
     # Not a score: the inflation best-epoch reporting would bring, never the result.
     Metric("best_epoch_gain", "best − last", higher_is_better=None, percent=True, signed=True),
+    Metric("ior", "IOR", percent=True, signed=True),
+    Metric("hlr", "HLR", higher_is_better=False, percent=True, signed=True),
+    Metric("dd_score", "DD score", percent=True, signed=True),
     Metric("published", "published (%)", higher_is_better=None, percent=True),
     Metric("delta_published", "Δ published", higher_is_better=None, percent=True, signed=True),
 )

@@ -42,6 +42,8 @@ PAIR_SHOWN = (
     "published",
     "delta_published",
 )
+DD_SHOWN = ("ior", "hlr", "dd_score")
+"""Shown, before ``published``, in a pair that has dataset-distillation rows (DD-Ranking)."""
 TIED = "†"
 """After the name of a method the pair's best cannot be told apart from."""
 
@@ -135,9 +137,19 @@ def pair_title(dataset: str, teacher: str, student: str, teacher_acc: float | No
     return title
 
 
-def _cells(row: pd.Series, best: dict[str, bool], style: _Style) -> list[str]:
+def shown(group: pd.DataFrame) -> tuple[str, ...]:
+    """The columns of a pair's table: DD-Ranking's where the pair has a score."""
+    if not any(c in group and group[c].notna().any() for c in DD_SHOWN):
+        return PAIR_SHOWN
+    at = PAIR_SHOWN.index("published")
+    return (*PAIR_SHOWN[:at], *DD_SHOWN, *PAIR_SHOWN[at:])
+
+
+def _cells(
+    row: pd.Series, best: dict[str, bool], style: _Style, columns: tuple[str, ...]
+) -> list[str]:
     out = [style.value(row["method"]) + (style.text(f" {TIED}") if tied(row) else "")]
-    for col in PAIR_SHOWN:
+    for col in columns:
         m = METRICS[col]
         text = fmt(row[col], m)
         if col == "mean":
@@ -151,20 +163,24 @@ def _cells(row: pd.Series, best: dict[str, bool], style: _Style) -> list[str]:
     return out
 
 
-def _pair_groups(board: Leaderboard) -> Iterator[tuple[str, pd.DataFrame, list[dict[str, bool]]]]:
-    """(title, group, per-row {column: is best}) for each pair."""
+def _pair_groups(
+    board: Leaderboard,
+) -> Iterator[tuple[str, pd.DataFrame, list[dict[str, bool]], tuple[str, ...]]]:
+    """(title, group, per-row {column: is best}, the columns shown) for each pair."""
     for (dataset, teacher, student), group in board.pairs.groupby(PAIR_KEYS, sort=False):
+        columns = shown(group)
         flags = {
             c: best_rows(group, c, bool(METRICS[c].higher_is_better))
-            for c in PAIR_SHOWN
+            for c in columns
             if METRICS[c].higher_is_better is not None
         }
         per_row = [{c: bool(flags[c].loc[i]) for c in flags} for i in group.index]
-        yield pair_title(dataset, teacher, student, group["teacher_acc"].iloc[0]), group, per_row
+        title = pair_title(dataset, teacher, student, group["teacher_acc"].iloc[0])
+        yield title, group, per_row, columns
 
 
-def _headers() -> list[str]:
-    return ["method", *(METRICS[c].label for c in PAIR_SHOWN)]
+def _headers(columns: tuple[str, ...]) -> list[str]:
+    return ["method", *(METRICS[c].label for c in columns)]
 
 
 def _simple_rows(
@@ -192,9 +208,11 @@ def markdown(board: Leaderboard) -> str:
     if board.pairs.empty:
         return "No finished final trials yet: nothing to rank.\n"
     out = []
-    for title, group, best in _pair_groups(board):
-        rows = [_cells(r, b, MARKDOWN) for (_, r), b in zip(group.iterrows(), best, strict=True)]
-        out.append(f"### {escape_markdown(title)}\n\n" + _md_table(_headers(), rows))
+    for title, group, best, cols in _pair_groups(board):
+        rows = [
+            _cells(r, b, MARKDOWN, cols) for (_, r), b in zip(group.iterrows(), best, strict=True)
+        ]
+        out.append(f"### {escape_markdown(title)}\n\n" + _md_table(_headers(cols), rows))
     out.append(
         "### Overall\n\n"
         + _md_table(
@@ -227,7 +245,10 @@ FOOTNOTE = (
     f"rank 95%: the 2.5–97.5% range of the method's rank over {BOOTSTRAP:,} bootstrap "
     "resamples of every method's seeds; P(best): the share of resamples it ranks first in. "
     "best − last: mean over the seeds of the best epoch's test accuracy minus the last's, "
-    "what reporting the best epoch would add. 95% CI ±: half-width of the confidence "
+    "what reporting the best epoch would add. IOR (dataset distillation): the set's accuracy "
+    "minus a random real subset's of the same ipc evaluated the same way; HLR: scratch on "
+    "the whole data minus the set's hard-label accuracy; DD score: IOR/2 − HLR/2. "
+    "95% CI ±: half-width of the confidence "
     "interval of the mean."
 )
 FRIEDMAN_TITLE = "Average ranks: Friedman test and Nemenyi critical difference"
@@ -334,10 +355,10 @@ def html_tables(board: Leaderboard) -> dict[str, str]:
     """Each pair's table, the overall table and the cost table, as HTML fragments (keyed by
     their titles as text: escape a title on its way into HTML)."""
     out: dict[str, str] = {}
-    for title, group, best in _pair_groups(board):
-        rows = [_cells(r, b, HTML) for (_, r), b in zip(group.iterrows(), best, strict=True)]
+    for title, group, best, cols in _pair_groups(board):
+        rows = [_cells(r, b, HTML, cols) for (_, r), b in zip(group.iterrows(), best, strict=True)]
         kinds = ["tied" if tied(r) else "" for _, r in group.iterrows()]
-        out[title] = _html_table(_headers(), rows, "pair", kinds)
+        out[title] = _html_table(_headers(cols), rows, "pair", kinds)
     out["Overall"] = _html_table(
         ["method", *(m.label for m in OVERALL_METRICS)],
         _simple_rows(board.overall, OVERALL_METRICS, ["method"], HTML),
@@ -388,19 +409,19 @@ def latex(board: Leaderboard) -> str:
     if board.pairs.empty:
         return "% No finished final trials yet: nothing to rank.\n"
     out = ["% kdbench leaderboard; needs \\usepackage{booktabs}"]
-    for title, group, best in _pair_groups(board):
+    for title, group, best, cols in _pair_groups(board):
         rows = [
-            " & ".join(_cells(r, b, LATEX))
+            " & ".join(_cells(r, b, LATEX, cols))
             for (_, r), b in zip(group.iterrows(), best, strict=True)
         ]
-        header = " & ".join(escape_latex(h) for h in _headers())
+        header = " & ".join(escape_latex(h) for h in _headers(cols))
         out.append(
             "\n".join(
                 [
                     "\\begin{table}[t]",
                     "\\centering",
                     f"\\caption{{{escape_latex(title)}}}",
-                    "\\begin{tabular}{l" + "r" * len(PAIR_SHOWN) + "}",
+                    "\\begin{tabular}{l" + "r" * len(cols) + "}",
                     "\\toprule",
                     header + " \\\\",
                     "\\midrule",

@@ -17,7 +17,7 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("run_id", pa.string(), "the execution of the suite that wrote the row"),
     ("suite", pa.string(), ""),
     ("trial_id", pa.string(), "unique per row, derived from the spec, phase and seed"),
-    ("phase", pa.string(), "teacher | tune | confirm | final"),
+    ("phase", pa.string(), "teacher | expert | tune | confirm | final"),
     ("status", pa.string(), "ok | failed | pruned"),
     ("dataset", pa.string(), ""),
     ("teacher", pa.string(), ""),

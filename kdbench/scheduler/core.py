@@ -80,10 +80,16 @@ class Teachers:
     waiting: dict[str, int] = field(default_factory=dict)
 
     def waits(self, spec: TrialSpec) -> bool:
-        """Whether a student trial would wait for a teacher still in training."""
-        return (
-            isinstance(spec, StudentSpec) and spec.wants_teacher and spec.teacher_id in self.running
-        )
+        """Whether a student trial would wait for a teacher (or an expert trajectory) still in
+        training."""
+        return self.waits_for(spec) is not None
+
+    def waits_for(self, spec: TrialSpec) -> str | None:
+        """The first teacher or expert still in training that a student trial waits for."""
+        if not isinstance(spec, StudentSpec):
+            return None
+        needed = ((spec.teacher_id,) if spec.wants_teacher else ()) + spec.experts
+        return next((t for t in needed if t in self.running), None)
 
     @property
     def waiting_total(self) -> int:
@@ -191,8 +197,7 @@ class Scheduler:
         for p in batch:
             if isinstance(p.spec, TeacherSpec):
                 self.teachers.running.add(p.spec.trial_id)
-            elif self.teachers.waits(p.spec):  # only a trial alone waits
-                tid = p.spec.teacher_id
+            elif tid := self.teachers.waits_for(p.spec):  # only a trial alone waits
                 self.teachers.waiting[tid] = self.teachers.waiting.get(tid, 0) + 1
 
     def completed(self, handle: Any) -> list[Pending]:

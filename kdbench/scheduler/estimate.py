@@ -100,7 +100,7 @@ def _probe(
     precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"))
     cls = method_class(spec.trains_method)
     teacher, t_out, teacher_s = None, None, 0.0
-    if cls.needs.teacher:  # a teacher's own training (scratch) needs none
+    if cls.uses_teacher(dict(spec.hparams)):  # a teacher's own training (scratch) needs none
         teacher, x, t_out, teacher_s = shared.teacher(spec, batch, precision, steps)
     else:
         x = precision.layout(torch.randn(batch, *info.input_shape))

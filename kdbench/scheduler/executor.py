@@ -68,16 +68,22 @@ class RayExecutor:
         teachers: list[Any] = []
         index: dict[str, int] = {}
         trials = []
+
+        def arg(tid: str) -> int:
+            """The task's argument that holds a teacher's weights (or an expert's trajectory)."""
+            if tid not in index:
+                index[tid] = len(teachers)
+                teachers.append(self.teacher_weights(tid))
+            return index[tid]
+
         for p in batch:
             spec = p.spec
             assert isinstance(spec, StudentSpec)
-            at = None
-            if spec.wants_teacher:
-                if spec.teacher_id not in index:
-                    index[spec.teacher_id] = len(teachers)
-                    teachers.append(self.teacher_weights(spec.teacher_id))
-                at = index[spec.teacher_id]
-            trials.append(StudentTrial(spec, at, self._reporter(p), self._reused(spec)))
+            at = arg(spec.teacher_id) if spec.wants_teacher else None
+            experts = tuple(arg(e) for e in spec.experts)
+            trials.append(
+                StudentTrial(spec, at, self._reporter(p), self._reused(spec), experts=experts)
+            )
         first = batch[0].spec
         name = first.trial_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")
         return student_task.options(**{**options(first), "name": name}).remote(

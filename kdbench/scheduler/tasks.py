@@ -39,6 +39,18 @@ class StudentTrial:
     reporter: Reporter | None = None
     reused: Mapping[ArtifactKey, bytes] = field(default_factory=dict)
     """What earlier trials made under the method's ``reusable`` keys."""
+    experts: tuple[int, ...] = ()
+    """Its expert trajectories (dd_mtt): indices into the task's ``teachers`` arguments, in
+    the order of ``spec.experts``; they reach the method with ``reused``."""
+
+    def reused_with(self, teachers: tuple[bytes | None, ...]) -> Mapping[ArtifactKey, bytes]:
+        if not self.experts:
+            return self.reused
+        out = dict(self.reused)
+        for tid, i in zip(self.spec.experts, self.experts, strict=True):
+            if teachers[i] is not None:  # a failed expert's trajectory is missing
+                out[ArtifactKey("experts", tid)] = teachers[i]
+        return out
 
 
 @ray.remote(max_retries=SYSTEM_RETRIES, retry_exceptions=False)
@@ -56,7 +68,7 @@ def student_task(
             info,
             None if t.teacher is None else teachers[t.teacher],
             t.reporter,
-            t.reused,
+            t.reused_with(teachers),
         )
         for t in trials
     ]

@@ -325,6 +325,7 @@ def fit(
     val_every: int = 1,
     macs: int | None = None,
     report_test: bool = False,
+    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with ``method``'s loss; validate after every epoch.
 
@@ -335,7 +336,9 @@ def fit(
     image, when the caller counted them already (they choose its precision).
     ``report_test``: a final trial's test accuracy too, at every validated epoch but the last
     (which the caller scores itself), kept in the curve for best-versus-last reporting; never
-    read by training, and not counted in ``train_seconds``.
+    read by training, and not counted in ``train_seconds``. ``transform``: applied to every
+    normalised batch after the suite's augmentation, from the trial's generator (DSA on a
+    synthetic set); the teacher then sees each transformed batch.
     """
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
@@ -360,7 +363,7 @@ def fit(
             teacher.to(memory_format=torch.channels_last)
     uses_teacher = method.needs.teacher and teacher is not None
     cached = None
-    if uses_teacher and not augments(data, augment):
+    if uses_teacher and not augments(data, augment) and transform is None:
         # The teacher sees the same images every epoch: compute its outputs once.
         cached = teacher_outputs(teacher, data, train_x, precision=precision)
     batches = Batches(
@@ -380,6 +383,8 @@ def fit(
         term_sums: dict[str, torch.Tensor] = {}
         steps = 0
         for idx, x in batches.epoch():
+            if transform is not None:
+                x = precision.layout(transform(x, gen))
             y = train_y.index_select(0, idx)
             t_out = teacher_batch(teacher, cached, idx, x, precision) if uses_teacher else None
             with precision.autocast(device):

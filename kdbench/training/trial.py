@@ -29,7 +29,7 @@ from kdbench.data import DataBundle
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.scratch import Scratch
 from kdbench.models import KDModel, build_model, count_macs, count_params
-from kdbench.plan import StudentSpec, TeacherSpec, TrialSpec
+from kdbench.plan import ExpertSpec, StudentSpec, TeacherSpec, TrialSpec
 from kdbench.results.layout import ArtifactKey, student_artifact
 from kdbench.training.loop import EpochStats, accuracy, fit, predict
 from kdbench.training.weights import dump_student, dump_weights, load_weights
@@ -206,7 +206,33 @@ def run_teacher(
 ) -> TrialOutcome:
     """Train a teacher (or load the user's ``checkpoint``) and score it on val and test; an
     exception becomes a ``failed`` row with its reason, never a crash."""
+    if isinstance(spec, ExpertSpec):
+        return _guarded(spec, info, lambda device: _expert_trial(spec, data, info, device))
     return _guarded(spec, info, lambda device: _teacher_trial(spec, data, info, device, checkpoint))
+
+
+def _expert_trial(
+    spec: ExpertSpec, data: DataBundle, info: RunInfo, device: torch.device
+) -> TrialOutcome:
+    """An expert trajectory: trained by its recipe, scored on val and test; the trajectory is
+    the outcome's ``weights`` (cached and handed out as a teacher's are)."""
+    from kdbench.methods.experts import ExpertRecipe, train_trajectory
+
+    recipe = ExpertRecipe(**dict(spec.hparams))
+    seed_torch(spec.seed, device)
+    traj = train_trajectory(data, recipe, seed=spec.seed, device=device)
+    row = base_row(spec, info)
+    row.update(
+        status="ok",
+        val_acc=traj.val_acc,
+        test_acc=traj.test_acc,
+        student_params=int(traj.params[0].numel()),
+        images_seen=recipe.epochs * len(data.train_y),
+        stage_epochs=0,
+        epoch_reported=recipe.epochs,
+        train_seconds=traj.seconds,
+    )
+    return TrialOutcome(row=row, weights=traj.to_bytes())
 
 
 def run_student(
@@ -336,7 +362,7 @@ def _frozen_teacher(
 ) -> KDModel | None:
     """The trial's teacher in eval mode without gradients, or None when not given."""
     if weights is None:
-        if method_class(spec.method).needs.teacher:
+        if method_class(spec.method).uses_teacher(dict(spec.hparams)):
             raise RuntimeError(
                 f"teacher {spec.teacher.arch} for {spec.dataset} is not available "
                 f"(its trial {spec.teacher_id} failed)"
@@ -391,6 +417,7 @@ def _student_trial(
         val_every=max(1, epochs // spec.epochs),
         macs=macs,
         report_test=spec.phase == "final",
+        transform=training.transform,
     )
     row = base_row(spec, info)
     row.update(

@@ -20,6 +20,7 @@ from kdbench.plan import (
     StudentSpec,
     confirm_count,
     confirm_spec,
+    expert_ids,
     final_spec,
     representative_confirms,
     resolve_hparams,
@@ -77,7 +78,13 @@ class Tuner:
     def teachers_of(self, name: str) -> set[str]:
         """The teachers a study's trials and its finals distil from."""
         study = self.studies[name]
-        return {study.teacher.trial_id, study.final_teacher.trial_id}
+        hp = resolve_hparams(study.cell.method)
+        experts = {  # its expert trajectories (dd_mtt), for tuning and for the finals
+            e
+            for refit in {False, self.suite.data.refits}
+            for e in expert_ids(self.suite, study.cell, hp, refit)
+        }
+        return {study.teacher.trial_id, study.final_teacher.trial_id} | experts
 
     def spec(self, name: str, number: int, params: dict[str, Any] | None) -> StudentSpec:
         study = self.studies[name]
