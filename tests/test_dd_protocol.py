@@ -123,7 +123,6 @@ def test_soft_labels_train_the_student_on_the_teachers_outputs(synthetic):
 
 
 def test_dsa_augments_every_batch_of_the_students_training_on_the_set(synthetic):
-    pytest.importorskip("kdbench.methods.dsa")
     cls = method_class("dd_random")
     ctx = None
     on = cls(cls.complete({**cls.defaults(), "dsa": True}), ctx)  # type: ignore[arg-type]
@@ -167,7 +166,11 @@ def test_ior_and_hlr_follow_their_definitions():
     table = leaderboard(frame(rows)).pairs.set_index("method")
     assert table.loc["dm", "ior"] == pytest.approx(0.935 - 0.90)
     assert table.loc["dm", "hlr"] == pytest.approx(0.98 - 0.935)
-    assert table.loc["dm", "dd_score"] == pytest.approx(0.5 * 0.035 - 0.5 * 0.045)
+    alpha = 0.5 * 0.035 - 0.5 * 0.045
+    lrs = (np.exp(alpha) - np.exp(-1)) / (np.e - np.exp(-1))
+    assert table.loc["dm", "dd_score"] == pytest.approx(lrs)
+    zero = (1 - np.exp(-1)) / (np.e - np.exp(-1))  # the score of α = 0
+    assert table.loc["rnd", "dd_score"] < zero  # random: IOR 0, HLR > 0
     # soft labels: against the soft random subset; HLR from the same sets' hard labels
     assert table.loc["dm_soft", "ior"] == pytest.approx(0.96 - 0.94)
     assert table.loc["dm_soft", "hlr"] == pytest.approx(0.98 - 0.935)

@@ -15,6 +15,7 @@ import yaml
 
 from kdbench.errors import KdbenchError
 from kdbench.models import build_model
+from kdbench.plan import expand
 from kdbench.results import COLUMNS, load
 from kdbench.scheduler.driver import run_suite
 from kdbench.suite import load_suite
@@ -259,3 +260,41 @@ def test_resources_no_node_has_are_refused_before_anything_runs(
     assert msg.startswith(f"{key}: no node of the cluster has ") and asked in msg, msg
     assert "offer" in msg and "CPU" in msg and "\n" not in msg
     assert not list((tmp_path / "results").glob("trials/*.parquet"))
+
+
+def test_expert_trajectories_run_first_once_and_are_shared(ray_local, tmp_path):
+    """dd_mtt's experts are trials of their own: trained once before the sets that learn from
+    them, with rows, cached, and not trained again for another seed or a rerun."""
+    tiny = {"ipc": 2, "iterations": 2, "net_width": 8, "experts": 2}
+    tiny.update(expert_epochs_trained=3, max_start_epoch=1, expert_epochs=1, syn_steps=2)
+    suite = write_suite(
+        tmp_path,
+        yaml.safe_dump(
+            {
+                "name": "mtt",
+                "datasets": ["synthetic"],
+                "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
+                "methods": [{"name": "dd_mtt", "params": tiny}],
+                "seeds": [0, 1],
+                "budget": {"epochs": 2, "batch_size": 32},
+                "teacher": {"epochs": 1},
+                "tuning": {"trials": 0},
+            }
+        ),
+    )
+    plan = expand(load_suite(suite))
+    experts = [t for t in plan.teachers if t.phase == "expert"]
+    assert [e.seed for e in experts] == [0, 1] and experts[0].epochs == 3
+    mtt = [s for s in plan.finals if s.method == "dd_mtt"]
+    assert all(s.experts == tuple(e.trial_id for e in experts) for s in mtt)
+    results = tmp_path / "results"
+    summary = run_suite(load_suite(suite), results, live=False)
+    df = pd.read_parquet(results)
+    assert summary.failed == 0, df[df.status == "failed"]["error"].tolist()
+    rows = df[df.phase == "expert"]
+    assert sorted(rows["seed"]) == [0, 1] and (rows["method"] == "expert").all()
+    assert rows["val_acc"].between(0, 1).all() and (rows["train_seconds"] > 0).all()
+    assert all((results / "_cache" / "teachers" / f"{e.trial_id}.pt").exists() for e in experts)
+    sets = df[(df.phase == "final") & (df.method == "dd_mtt")]
+    assert len(sets) == 2 and sets["artifact"].nunique() == 2  # one set per seed
+    assert run_suite(load_suite(suite), results, live=False).ran == 0

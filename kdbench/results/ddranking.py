@@ -15,7 +15,16 @@ both in accuracy points of the same student network on the same test split:
   (for a soft-labelled entry, its ``<label>_hard`` twin, evaluated on the same sets). Lower is
   better: how much of the whole data's accuracy the set alone, without a teacher's labels,
   fails to recover.
-- ``dd_score``: their combination, ``DD_WEIGHT`` · IOR − (1 − ``DD_WEIGHT``) · HLR.
+- ``dd_score``: DD-Ranking's label-robust score (LRS; "DD-Ranking score" in its first
+  release) of the two: α = w·IOR − (1 − w)·HLR with w = ``DD_WEIGHT`` = 0.5, mapped to
+  [0, 1] by (e^α − e^−1) / (e − e^−1), α taken on accuracies as fractions (DD-Ranking's code
+  feeds percentages to the same formula, which only stays in [0, 1] on fractions). A set whose
+  IOR equals its HLR (α = 0) scores 0.269; 1 is IOR = 1 with HLR = −1.
+
+Where kdbench differs from DD-Ranking's code on purpose: every accuracy is the last epoch's
+(DD-Ranking takes the best test accuracy over checkpoints, a choice made on the test split),
+the random subset is drawn from the trial's seed (not the clock), and its learning rate is the
+suite's, as the set's is (DD-Ranking grid-searches the random subset's alone).
 
 Torch-free: the leaderboard reads rows only.
 """
@@ -111,5 +120,11 @@ def scores(table: pd.DataFrame) -> pd.DataFrame:
             hard = twin["mean"].iloc[0] if len(twin) else np.nan
         hlr.append(r["scratch"] - hard)
     table = table.assign(ior=ior, hlr=hlr)
-    table["dd_score"] = DD_WEIGHT * table["ior"] - (1 - DD_WEIGHT) * table["hlr"]
+    table["dd_score"] = lrs(table["ior"].to_numpy(float), table["hlr"].to_numpy(float))
     return table
+
+
+def lrs(ior: np.ndarray, hlr: np.ndarray, weight: float = DD_WEIGHT) -> np.ndarray:
+    """DD-Ranking's label-robust score of IOR and HLR (fractions): exp-mapped to [0, 1]."""
+    alpha = weight * ior - (1 - weight) * hlr
+    return (np.exp(alpha) - np.exp(-1.0)) / (np.e - np.exp(-1.0))

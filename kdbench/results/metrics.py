@@ -35,7 +35,7 @@ PAIR_METRICS: tuple[Metric, ...] = (
     Metric("best_epoch_gain", "best − last", higher_is_better=None, percent=True, signed=True),
     Metric("ior", "IOR", percent=True, signed=True),
     Metric("hlr", "HLR", higher_is_better=False, percent=True, signed=True),
-    Metric("dd_score", "DD score", percent=True, signed=True),
+    Metric("dd_score", "LRS", digits=3),
     Metric("published", "published (%)", higher_is_better=None, percent=True),
     Metric("delta_published", "Δ published", higher_is_better=None, percent=True, signed=True),
 )

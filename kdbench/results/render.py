@@ -247,7 +247,8 @@ FOOTNOTE = (
     "best − last: mean over the seeds of the best epoch's test accuracy minus the last's, "
     "what reporting the best epoch would add. IOR (dataset distillation): the set's accuracy "
     "minus a random real subset's of the same ipc evaluated the same way; HLR: scratch on "
-    "the whole data minus the set's hard-label accuracy; DD score: IOR/2 − HLR/2. "
+    "the whole data minus the set's hard-label accuracy; LRS: DD-Ranking's score of the two, "
+    "(e^α − e^−1)/(e − e^−1) with α = IOR/2 − HLR/2. "
     "95% CI ±: half-width of the confidence "
     "interval of the mean."
 )
