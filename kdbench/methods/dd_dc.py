@@ -21,6 +21,13 @@ times and trains the network in between, more slowly the wider it is, so on a sm
 reference schedule takes hours: too long for one trial of a benchmark. The defaults keep the
 reference settings and cap each trial at ``time_budget_s`` (60 s); the set records the
 iterations it got. For the reference run: ``params: {time_budget_s: 0}``.
+
+With ``dsa`` (differentiable siamese augmentation, ``kdbench.methods.dsa``; off by default,
+as in DC), each class's real batch and its synthetic images go through one shared random
+transform before the network (``DSA.siamese``; the reference's ``main.py`` 185-188), and
+the network's training on S between matches augments every batch with per-image parameters
+(``main.py`` 215, ``epoch(..., aug=True)`` when DSA): Zhao & Bilen 2021, registered as
+``dd_dsa``.
 """
 
 from __future__ import annotations
@@ -29,14 +36,17 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.base import HParam
+from kdbench.methods.dsa import DSA
 from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
     Matching,
     SyntheticSet,
     SyntheticSetMethod,
+    dsa,
     image_lr,
     ipc,
+    labels,
     matching_net,
     net_depth,
     net_width,
@@ -80,6 +90,8 @@ class DDDC(SyntheticSetMethod):
         HParam("batch_real", 256, kind="int", low=1, doc="real images per class per match"),
         time_budget(60.0),
         train_epochs(),
+        dsa(False),
+        *labels(),
     )
 
     def synthesize(self, data, *, seed: int, device: torch.device) -> SyntheticSet:
@@ -91,6 +103,7 @@ class DDDC(SyntheticSetMethod):
         syn, labels = m.images, m.labels
         opt = torch.optim.SGD([syn], lr=hp["lr_img"], momentum=0.5)
         outer_loop, inner_loop = loops(n)
+        augment = DSA() if hp.get("dsa", False) else None
         deadline = Deadline(hp["time_budget_s"])
         done = updates = 0
         loss = syn.new_zeros(())
@@ -103,10 +116,12 @@ class DDDC(SyntheticSetMethod):
                 for c, idx in enumerate(m.by_class):
                     pick = idx[torch.randperm(len(idx), generator=gen)[: hp["batch_real"]]]
                     real = m.real_batch(data, pick)
+                    s = syn[c * n : (c + 1) * n]
+                    if augment is not None:
+                        real, s = augment.siamese(real, s, gen=gen)
                     target = torch.full((len(pick),), c, device=device)
                     g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
                     g_real = [g.detach() for g in g_real]
-                    s = syn[c * n : (c + 1) * n]
                     g_syn = torch.autograd.grad(
                         F.cross_entropy(net(s), labels[c * n : (c + 1) * n]),
                         params,
@@ -123,7 +138,8 @@ class DDDC(SyntheticSetMethod):
                 for _ in range(inner_loop):
                     order = torch.randperm(len(frozen), generator=gen).to(device)
                     for b in order.split(256):
-                        net_loss = F.cross_entropy(net(frozen[b]), labels[b])
+                        xb = frozen[b] if augment is None else augment(frozen[b], gen)
+                        net_loss = F.cross_entropy(net(xb), labels[b])
                         net_opt.zero_grad(set_to_none=True)
                         net_loss.backward()
                         net_opt.step()

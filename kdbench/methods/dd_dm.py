@@ -9,7 +9,13 @@ images S to reduce
 
 where ψ(x) is the network's flattened last feature map (its ``embedding``). S starts from
 random real images of each class. Reference settings: 20,000 iterations, image lr 1.0, real
-batch 256, width 128 (with differentiable siamese augmentation, which kdbench does not apply).
+batch 256, width 128, with differentiable siamese augmentation (``main_DM.py`` 22-28, 38).
+
+DSA (``dsa``, on by default as the reference always runs it, ``kdbench.methods.dsa``): each
+class's real batch and its synthetic images share one random transform before ψ
+(``DSA.siamese``; ``main_DM.py`` 155-158, one seed per class). Instance norm treats every
+image alone, so augmenting per class and embedding all classes in one forward pass is the
+reference's per-class forward; the student then trains on S with per-image DSA.
 
 Cost: one iteration is cheap (a frozen network's features, one step on S), but the reference's
 20,000 of them, more slowly the wider the network, still take far longer than one trial of a
@@ -23,14 +29,17 @@ from __future__ import annotations
 import torch
 
 from kdbench.methods.base import HParam
+from kdbench.methods.dsa import DSA
 from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
     Matching,
     SyntheticSet,
     SyntheticSetMethod,
+    dsa,
     image_lr,
     ipc,
+    labels,
     matching_net,
     net_depth,
     net_width,
@@ -56,6 +65,8 @@ class DDDM(SyntheticSetMethod):
         HParam("batch_real", 256, kind="int", low=1, doc="real images per class per iteration"),
         time_budget(60.0),
         train_epochs(),
+        dsa(True),
+        *labels(),
     )
 
     def synthesize(self, data, *, seed: int, device: torch.device) -> SyntheticSet:
@@ -65,6 +76,7 @@ class DDDM(SyntheticSetMethod):
         m = Matching.start(data, hp["ipc"], gen, device)
         syn = m.images
         opt = torch.optim.SGD([syn], lr=hp["lr_img"], momentum=0.5)
+        augment = DSA() if hp["dsa"] else None
         deadline = Deadline(hp["time_budget_s"])
         done = 0
         for _ in range(hp["iterations"]):
@@ -74,11 +86,19 @@ class DDDM(SyntheticSetMethod):
                 idx[torch.randperm(len(idx), generator=gen)[: hp["batch_real"]]]
                 for idx in m.by_class
             ]
-            real = m.real_batch(data, torch.cat(picks))
+            real, s = m.real_batch(data, torch.cat(picks)), syn
+            if augment is not None:  # one transform per class, shared by its two batches
+                pairs = [
+                    augment.siamese(r, q, gen=gen)
+                    for r, q in zip(
+                        real.split([len(p) for p in picks]), syn.split(hp["ipc"]), strict=True
+                    )
+                ]
+                real, s = torch.cat([r for r, _ in pairs]), torch.cat([q for _, q in pairs])
             # Instance norm treats every image alone, so all classes share one forward pass.
             with torch.no_grad():
                 emb_real = net.forward_features(real).embedding
-            emb_syn = net.forward_features(syn).embedding
+            emb_syn = net.forward_features(s).embedding
             loss = syn.new_zeros(())
             start = 0
             for c, idx in enumerate(picks):

@@ -498,6 +498,8 @@ def baseline_entries(entries: Sequence[Any]) -> list[Any]:
     for e in [e for e in entries if is_dd(e)]:
         if settings(e)["labels"] == "soft":
             params = {k: v for k, v in e.params if k not in LABEL_HPARAMS}
+            if method_class(e.name).hparam("labels").default != "hard":  # dd_sre2l's is soft
+                params["labels"] = "hard"
             twin = MethodEntry(e.name, "", tuple(sorted(params.items())), (), e.pairs)
             if not any(o.name == e.name and same_set(o, twin) for o in entries):
                 added.append(replace(twin, label=fresh(f"{e.label}_hard")))

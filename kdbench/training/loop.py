@@ -73,6 +73,8 @@ def lr_at(budget: Budget, epoch: int, epochs: int) -> float:
     s = budget.schedule
     if s.kind == "cosine":
         return budget.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if s.kind == "half":  # as the dataset-distillation references evaluate a set
+        return budget.lr * (s.gamma if epoch >= epochs // 2 else 1.0)
     if s.kind == "step":
         return budget.lr * s.gamma ** sum(epoch >= m for m in s.milestones)
     return budget.lr
