@@ -1072,7 +1072,9 @@ def _methods(c: _Checker, raw: Any, pairs: tuple[Pair, ...]) -> tuple[MethodEntr
 
     for extra in baseline_entries(methods):
         methods.append(extra)
-        entries.append((f"the baseline '{extra.label}' added for dataset distillation", extra.label))
+        entries.append(
+            (f"the baseline '{extra.label}' added for dataset distillation", extra.label)
+        )
     _one_id_part(c, entries, "give one of them a distinct label")
     return tuple(methods)
 

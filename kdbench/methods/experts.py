@@ -1,0 +1,136 @@
+"""Expert trajectories for ``dd_mtt``: ConvNets trained on the real training split, their
+parameters kept after every epoch (Cazenavette et al. 2022, "Dataset Distillation by Matching
+Training Trajectories", CVPR, §3.1 "Expert trajectories"; reference code ``buffer.py``).
+
+An expert is the matching ConvNet (``synthetic.matching_net``, instance norm) trained from a
+fresh initialisation by plain SGD on the whole training split, with cross-entropy on each
+batch of a new shuffle every epoch, differentiable siamese augmentation (DSA, per-sample
+parameters) on every batch. Its trajectory θ*_0, θ*_1, …, θ*_E is the flat parameter vector
+after initialisation and after each of the E epochs. Reference settings (``buffer.py``'s
+argument defaults, which the README says all its experts used): 50 epochs
+(``--train_epochs``), lr 0.01 (``--lr_teacher``), momentum 0 (``--mom``), weight decay 0
+(``--l2``), batch 256 (``--batch_train``), DSA on (``--dsa``, strategy
+color_crop_cutout_flip_scale_rotate), no learning-rate decay (``--decay`` off), 100 experts
+(``--num_experts``); every epoch's parameters saved (``timestamps``). A constant rate, no
+momentum and no weight decay make a trajectory that a few SGD steps on synthetic data can
+imitate (the authors, mtt-distillation issue #8).
+
+As in the reference, an epoch's last, partial batch is trained on and the expert is scored
+once, after its last epoch. Where kdbench differs: an expert's seed fixes its initialisation,
+its shuffles and its augmentation (the reference seeds nothing); the parameters are stored
+flattened (``parameters_to_vector``), one vector per epoch, where the reference keeps a list
+of tensors; the reference evaluates on the test split after every epoch, for its log only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parameters_to_vector
+
+from kdbench.methods.synthetic import matching_net
+
+
+@dataclass(frozen=True)
+class ExpertRecipe:
+    """How an expert is trained: everything that, with the data set and the seed, determines
+    its trajectory. The defaults are ``buffer.py``'s."""
+
+    width: int
+    """Channels of the ConvNet, as ``synthetic.matching_size`` resolves them."""
+    depth: int
+    """Conv blocks of the ConvNet, as ``synthetic.matching_size`` resolves them."""
+    epochs: int = 50
+    lr: float = 0.01
+    batch_size: int = 256
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    dsa: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """What determines a trajectory (all the fields): an expert trial's hyperparameters."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Trajectory:
+    """One expert's parameters after initialisation and after every epoch, and its scores."""
+
+    params: list[torch.Tensor]
+    """Flat float32 parameter vectors on the CPU, ``epochs + 1`` of them (the start first)."""
+    seconds: float
+    """Wall time of the expert's training."""
+    val_acc: float
+    """The expert after its last epoch (NaN without a `val` split)."""
+    test_acc: float
+
+    @property
+    def epochs(self) -> int:
+        return len(self.params) - 1
+
+    def to_bytes(self) -> bytes:
+        """The cached file: a dict that ``torch.load(..., weights_only=True)`` reads."""
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "params": torch.stack([p.detach().cpu().float() for p in self.params]),
+                "seconds": float(self.seconds),
+                "val_acc": float(self.val_acc),
+                "test_acc": float(self.test_acc),
+            },
+            buf,
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Trajectory:
+        d = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        return cls(list(d["params"].unbind(0)), d["seconds"], d["val_acc"], d["test_acc"])
+
+
+def train_trajectory(
+    data: Any, recipe: ExpertRecipe, *, seed: int, device: torch.device
+) -> Trajectory:
+    """Train one expert on ``data``'s training split (a ``DataBundle``) by ``recipe``;
+    deterministic for a seed on a device."""
+    from kdbench.training.loop import accuracy, predict  # the loop imports the methods
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)  # the network's initialisation
+    gen = torch.Generator().manual_seed(seed)  # the shuffles and the augmentation
+    net = matching_net(data, recipe.width, recipe.depth, device)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    augment = None
+    if recipe.dsa:
+        from kdbench.methods.dsa import DSA
+
+        augment = DSA()
+    x = data.normalize(data.train_x.to(device))
+    y = data.train_y.to(device).long()
+    params = [parameters_to_vector(net.parameters()).detach().cpu()]
+    net.train()
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(y), generator=gen).to(device)
+        for idx in order.split(recipe.batch_size):
+            xb = x.index_select(0, idx)
+            if augment is not None:
+                xb = augment(xb, gen)
+            loss = F.cross_entropy(net(xb), y.index_select(0, idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        params.append(parameters_to_vector(net.parameters()).detach().cpu())
+    seconds = time.perf_counter() - t0
+    val, test = (
+        accuracy(predict(net, data, x.to(device)), y.to(device))  # NaN for an empty split
+        for x, y in ((data.val_x, data.val_y), (data.test_x, data.test_y))
+    )
+    return Trajectory(params, seconds, val, test)
