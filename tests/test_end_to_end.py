@@ -202,13 +202,18 @@ def test_distillation_sets_and_students_are_saved_and_reused(ray_local, syntheti
     )
     results = tmp_path / "results"
     summary = run_suite(load_suite(suite), results, live=False)
-    assert summary.failed == 0 and summary.ran == 1 + 2 * 3  # teacher; scratch + 2 dd per pair
+    # teacher; per pair scratch, the 2 dd entries and dd_dm's baseline (ipc 2, DSA at evaluation)
+    assert summary.failed == 0 and summary.ran == 1 + 2 * 4
     df = pd.read_parquet(results)
     finals = df[df.phase == "final"]
     dd = finals[finals.method.str.startswith("dd_")]
     assert dd["artifact"].str.startswith("_artifacts/synthetic/").all()
-    assert dd.groupby("method")["artifact"].nunique().to_dict() == {"dd_dm": 1, "dd_random": 1}
-    assert len(list((results / "_artifacts" / "synthetic").glob("*.pt"))) == 2
+    assert dd.groupby("method")["artifact"].nunique().to_dict() == {
+        "dd_dm": 1,
+        "dd_random": 1,
+        "dd_random_ipc2_dsa": 1,
+    }
+    assert len(list((results / "_artifacts" / "synthetic").glob("*.pt"))) == 3
     dm = dd[dd.method == "dd_dm"].iloc[0]
     made = load_synthetic(results, dm["artifact"])
     assert made.images.shape == (20, 1, 8, 8) and made.iterations == 3
