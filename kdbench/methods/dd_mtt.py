@@ -139,9 +139,13 @@ REFERENCE: dict[tuple[str, int], Settings] = {
 ipc 50 ran on ConvNet-4 in the reference)."""
 
 SMALL_IMAGES: dict[int, Settings] = {
-    10: Settings(20, 2, 20, 1000.0, 1e-5, 0.01),
+    10: Settings(10, 2, 20, 100.0, 1e-7, 0.01),
 }
-"""Defaults for data sets the table lacks with images under 28 px, by ipc."""
+"""Defaults for data sets the table lacks with images under 28 px, by ipc (every ipc takes
+this row). Measured on digits at ipc 10, 60 s, 3 seeds: 97.0 ± 0.6 % against dd_random's
+96.0 ± 0.9; CIFAR's scale (20 steps, image lr 1,000, lr_lr 1e-5) collapsed to 43.7 ± 32.3:
+a digits epoch is 5 expert steps, so 20 student steps overshoot M = 2 epochs and α is
+driven below zero."""
 
 SETTINGS = tuple(f.name for f in fields(Settings) if f.name != "zca")
 """The hyperparameters the table resolves (0: the table's value)."""
@@ -351,8 +355,7 @@ class DDMTT(SyntheticSetMethod):
                     f"{e.epochs} epochs; this trial's network has {n_params} and needs "
                     f"epoch {last_needed}"
                 )
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # every draw: init, experts, epochs, batches, DSA
         m = Matching.start(data, hp["ipc"], gen, device)
         syn, syn_labels = m.images, m.labels
         syn_lr = torch.tensor(float(s["lr_teacher"]), device=device).requires_grad_(True)
@@ -386,15 +389,15 @@ class DDMTT(SyntheticSetMethod):
                     augment=augment,
                 )
                 loss = matching_loss(end, start, target)
-            opt_img.zero_grad(set_to_none=True)
-            opt_lr.zero_grad(set_to_none=True)
-            loss.backward()
             last = float(loss.detach())
             if not math.isfinite(last):
                 raise RuntimeError(
                     f"dd_mtt: the matching loss became {last} at iteration {it + 1} "
                     f"(lr_img {s['lr_img']}, lr_lr {s['lr_lr']}): lower them"
                 )
+            opt_img.zero_grad(set_to_none=True)
+            opt_lr.zero_grad(set_to_none=True)
+            loss.backward()
             opt_img.step()
             opt_lr.step()
             done += 1
