@@ -463,23 +463,18 @@ def baseline_entries(entries: Sequence[Any]) -> list[Any]:
     epochs) on the same pairs (IOR's term), unless the suite has one. A searched setting is
     taken at its default."""
     from kdbench.methods.registry import method_class
+    from kdbench.plan import resolve_hparams
     from kdbench.results.ddranking import evaluation
     from kdbench.suite import MethodEntry
 
     def settings(e: Any) -> dict[str, Any]:
-        cls = method_class(e.name)
-        return evaluation(cls.complete({**cls.defaults(), **dict(e.params)}))
+        return evaluation(dict(resolve_hparams(e)))
 
     def same_set(a: Any, b: Any) -> bool:
         """Entries of one method that make the same sets and evaluate them alike."""
         cls = method_class(a.name)
         made = [
-            {
-                k: v
-                for k, v in cls.complete({**cls.defaults(), **dict(e.params)}).items()
-                if k not in cls.training_hparams
-            }
-            for e in (a, b)
+            {k: v for k, v in resolve_hparams(e) if k not in cls.training_hparams} for e in (a, b)
         ]
         return made[0] == made[1] and settings(a) == settings(b)
 
