@@ -35,6 +35,7 @@ from kdbench.shipped import suite_file
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 SCHEDULES = ("cosine", "constant", "half")
 """``half``: ×0.1 once, at half the epochs of the trial (dataset distillation's evaluation:
 the same schedule for a set trained 300 epochs and one trained 1,000)."""
@@ -278,6 +279,13 @@ class Budget:
         "fp32; bf16 (autocast, channels_last); auto: bf16 for compute-bound models "
         "(≥ 20M MACs an image) on hardware with fast bf16, fp32 otherwise (see training.loop).",
         identity="unless default",
+    )
+    compile: str = setting(
+        "none",
+        Choice(COMPILE_MODES),
+        "torch.compile mode of the student's training step and the teacher's forward pass "
+        "(none: eager); the same arithmetic, so not part of a trial's id (see training.compiled).",
+        identity="never",
     )
 
 

@@ -45,7 +45,9 @@ def test_ids_follow_what_changes_results_and_ignore_what_does_not():
     base = {t.trial_id for t in expand(suite()).trials}
     more_cpus = {t.trial_id for t in expand(suite(resources={"cpus_per_trial": 2})).trials}
     renamed = {t.trial_id for t in expand(suite(name="other")).trials}
-    assert base == more_cpus == renamed
+    # compiled or eager, the same arithmetic: a rerun with compile on skips finished trials
+    compiled = {t.trial_id for t in expand(suite(budget={"compile": "default"})).trials}
+    assert base == more_cpus == renamed == compiled
     a, b = expand(suite()), expand(suite(budget={"epochs": 31}))
     assert not ({s.trial_id for s in a.finals} & {s.trial_id for s in b.finals})
     # the students train longer; the teachers (teacher.epochs) are the same and stay cached

@@ -22,6 +22,8 @@ from kdbench.data import DataBundle, augment_batch
 from kdbench.methods.base import Method, Step
 from kdbench.models.base import KDModel, ModelOutput, count_macs
 from kdbench.suite import Budget
+from kdbench.training import compiled
+from kdbench.training.compiled import Forward
 
 
 class TrialDiverged(RuntimeError):
@@ -304,12 +306,14 @@ def teacher_batch(
     idx: torch.Tensor,
     x: torch.Tensor,
     precision: Precision,
+    forward: Forward | None = None,
 ) -> ModelOutput:
-    """The teacher's outputs on a batch: its cached rows, or a forward pass without gradient."""
+    """The teacher's outputs on a batch: its cached rows, or a forward pass without gradient
+    (``forward``: the teacher's ``forward_features`` as ``budget.compile`` compiled it)."""
     if cached is not None:
         return cached.take(idx)
     with torch.no_grad(), precision.autocast(x.device):
-        return as_fp32(teacher.forward_features(x))
+        return as_fp32((forward or teacher.forward_features)(x))
 
 
 def fit(
@@ -371,6 +375,10 @@ def fit(
     batches = Batches(
         data, train_x, batch_size=budget.batch_size, augment=augment, gen=gen, precision=precision
     )
+    student_forward = compiled.forward(model, budget.compile)
+    teacher_forward = (
+        compiled.forward(teacher, budget.compile) if uses_teacher and cached is None else None
+    )
     model.train()
     method.train()
     curve: list[EpochStats] = []
@@ -388,9 +396,13 @@ def fit(
             if transform is not None:
                 x = precision.layout(transform(x, gen))
             y = train_y.index_select(0, idx)
-            t_out = teacher_batch(teacher, cached, idx, x, precision) if uses_teacher else None
+            t_out = (
+                teacher_batch(teacher, cached, idx, x, precision, teacher_forward)
+                if uses_teacher
+                else None
+            )
             with precision.autocast(device):
-                s_out = model.forward_features(x)
+                s_out = student_forward(x)
             s_out = as_fp32(s_out)
             terms = method.loss(
                 Step(
