@@ -113,6 +113,8 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
         f"evaluation {est.eval_seconds / 3600:.2f} CPU-hours of it; pruning and scheduling "
         "not counted)"
     )
+    if any(spec.resources.gpus > 0 for spec in left):
+        print(_gpu_estimate(left))
     if est.unbudgeted:
         print(
             f"  not estimated: the stages of {est.unbudgeted} trials that have no time bound "
@@ -120,6 +122,25 @@ def _dry_run(plan: Plan, results: Path, retry_failed: bool) -> int:
         )
     print("dry run: nothing was trained")
     return 0
+
+
+def _gpu_estimate(specs: list[Any]) -> str:
+    """The GPU-hours of trials that ask for GPUs, from the rates benchmarks/gpu_check.py
+    measured on a GPU (never from a guess: without them, says so)."""
+    from kdbench.scheduler.estimate import DeviceRates, gpu_hours, rates_path
+
+    rates = DeviceRates.load()
+    if rates is None:
+        return (
+            f"  GPU-hours: not estimated: no GPU rates are recorded in {rates_path()} "
+            "(benchmarks/gpu_check.py measures and records them on a GPU)"
+        )
+    hours, k = gpu_hours(specs, rates)
+    return (
+        f"  ≈ {hours:,.1f} GPU-hours of training on {rates.device}, at the rate "
+        f"benchmarks/gpu_check.py measured there with {k} trial{'s' if k > 1 else ''} a GPU "
+        f"({rates.gflops[k]:,.0f} GFLOP/s, {rates.measured_at}); evaluation not counted"
+    )
 
 
 def _published(plan: Plan) -> dict[str, str]:

@@ -15,10 +15,12 @@ budget, counted whole; a stage without a time bound is counted apart, as not est
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -205,3 +207,94 @@ def estimate(
         unbudgeted=unbudgeted,
         eval_seconds=evaluation,
     )
+
+
+# --------------------------------------------------------------------- accelerator time
+
+RATES_ENV = "KDBENCH_GPU_RATES"
+
+
+def rates_path() -> Path:
+    """Where ``benchmarks/gpu_check.py`` records what it measured on a GPU, and where
+    ``--dry-run`` reads it: ``$KDBENCH_GPU_RATES``, else ``~/.cache/kdbench/gpu_rates.json``."""
+    return Path(os.environ.get(RATES_ENV) or Path.home() / ".cache" / "kdbench" / "gpu_rates.json")
+
+
+@dataclass(frozen=True)
+class DeviceRates:
+    """Training throughput measured on one accelerator by ``benchmarks/gpu_check.py``: real
+    trials (resnet32x4 → resnet8x4, scratch, kd and crd on CIFAR-shaped images) packed
+    ``k`` to a GPU, in training FLOPs a second per GPU, all packed trials together."""
+
+    device: str
+    measured_at: str
+    gflops: dict[int, float]
+    """Trials per GPU -> GFLOP/s of training per GPU."""
+
+    def at(self, trials_per_gpu: int) -> tuple[int, float]:
+        """The measured packing nearest ``trials_per_gpu``, and its rate."""
+        k = min(self.gflops, key=lambda m: (abs(m - trials_per_gpu), m))
+        return k, self.gflops[k]
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or rates_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"device": self.device, "measured_at": self.measured_at, "gflops": self.gflops}
+        path.write_text(json.dumps(payload, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> DeviceRates | None:
+        """The recorded rates, or None where nothing (readable) was recorded."""
+        path = path or rates_path()
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                device=str(raw["device"]),
+                measured_at=str(raw["measured_at"]),
+                gflops={int(k): float(v) for k, v in raw["gflops"].items()},
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
+def training_flops(specs: list[TrialSpec]) -> float:
+    """FLOPs of the trials' training: each image the student trains on costs its forward and
+    backward pass (3× its MACs) and, when the method reads the teacher, the teacher's forward
+    pass; 2 FLOPs a MAC. Models are sized on PyTorch's meta device (no memory). Evaluation and
+    a method's own synthesis stage are not counted."""
+    macs: dict[tuple, int] = {}
+
+    def macs_of(arch: str, classes: int, shape: tuple[int, ...]) -> int:
+        key = (arch, classes, shape)
+        if key not in macs:
+            with torch.device("meta"):
+                model = build_model(arch, num_classes=classes, input_shape=shape)
+            macs[key] = count_macs(model, shape)
+        return macs[key]
+
+    total = 0.0
+    for spec in specs:
+        if spec.epochs == 0:
+            continue
+        info = dataset_info(spec.dataset, spec.data.root)
+        n_train, n_val = info.split_sizes(spec.data.val_fraction)
+        if spec.refit:
+            n_train += n_val
+        cls = method_class(spec.trains_method)
+        batch = spec.budget.batch_size
+        cost = cls.cost(dict(spec.hparams), CostBasis(n_train, info.num_classes, spec.epochs, batch))
+        per_image = 3 * macs_of(spec.trains, info.num_classes, info.input_shape)
+        if cls.uses_teacher(dict(spec.hparams)):
+            per_image += macs_of(spec.teacher.arch, info.num_classes, info.input_shape)
+        total += 2.0 * per_image * cost.images_per_epoch * cost.epochs
+    return total
+
+
+def gpu_hours(specs: list[TrialSpec], rates: DeviceRates) -> tuple[float, int]:
+    """GPU-hours of the trials' training at the measured rate of the packing their
+    ``gpus_per_trial`` gives (0.25: four trials a GPU), and that packing."""
+    gpus = [s.resources.gpus for s in specs if s.resources.gpus > 0]
+    share = min(gpus) if gpus else 1.0
+    k, gflops = rates.at(max(1, round(1 / share)) if share < 1 else 1)
+    return training_flops(specs) / (gflops * 1e9) / 3600.0, k
