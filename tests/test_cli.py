@@ -154,3 +154,52 @@ def test_every_shipped_suite_dry_runs_without_training(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "left to run" in proc.stdout and "dry run: nothing was trained" in proc.stdout
         assert not (tmp_path / suite.stem / "trials").exists()
+
+
+def test_a_dry_run_gives_gpu_hours_only_from_rates_measured_on_a_gpu(tmp_path):
+    import json
+    import os
+
+    suite = tmp_path / "gpu.yaml"
+    suite.write_text(
+        textwrap.dedent(
+            """
+            name: gpu
+            datasets: [digits]
+            pairs: [{teacher: cnn_small, student: cnn_tiny}]
+            methods: [kd]
+            seeds: [0]
+            budget: {epochs: 2}
+            teacher: {epochs: 2}
+            tuning: {trials: 0}
+            resources: {gpus_per_trial: 0.5}
+            """
+        )
+    )
+    rates = tmp_path / "rates.json"
+    args = ("run", str(suite), "--results", str(tmp_path / "r"), "--dry-run")
+    env = {**os.environ, "KDBENCH_GPU_RATES": str(rates)}
+
+    def dry_run() -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kdbench", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    assert f"GPU-hours: not estimated: no GPU rates are recorded in {rates}" in dry_run()
+    rates.write_text(
+        json.dumps(
+            {
+                "device": "NVIDIA H100",
+                "measured_at": "2026-12-06",
+                "gflops": {"1": 1000.0, "2": 1500.0},
+            }
+        )
+    )
+    out = dry_run()
+    assert "GPU-hours of training on NVIDIA H100" in out and "with 2 trials a GPU" in out

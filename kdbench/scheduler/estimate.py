@@ -69,13 +69,22 @@ class _Probes:
         return copy.deepcopy(self.models[key])
 
     def teacher(
-        self, spec: TrialSpec, batch: int, precision: Precision, steps: int
+        self, spec: TrialSpec, batch: int, steps: int
     ) -> tuple[torch.nn.Module, torch.Tensor, ModelOutput, float]:
-        """(The teacher in eval mode, the probe batch, its outputs on it, seconds a forward)."""
+        """(The teacher in eval mode, the probe batch, its outputs on it, seconds a forward),
+        at the teacher's own precision, as ``fit`` runs it."""
         info = dataset_info(spec.dataset, spec.data.root)
-        key = (spec.dataset, spec.teacher.arch, batch, precision, torch.get_num_threads())
+        key = (
+            spec.dataset,
+            spec.teacher.arch,
+            batch,
+            spec.budget.precision,
+            torch.get_num_threads(),
+        )
         if key not in self.teachers:
             teacher = self.model(spec.teacher.arch, info.num_classes, info.input_shape).eval()
+            macs = count_macs(teacher, info.input_shape)
+            precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"))
             if precision.channels_last:
                 teacher.to(memory_format=torch.channels_last)
             x = precision.layout(torch.randn(batch, *info.input_shape))
@@ -103,7 +112,8 @@ def _probe(
     cls = method_class(spec.trains_method)
     teacher, t_out, teacher_s = None, None, 0.0
     if cls.uses_teacher(dict(spec.hparams)):  # a teacher's own training (scratch) needs none
-        teacher, x, t_out, teacher_s = shared.teacher(spec, batch, precision, steps)
+        teacher, x, t_out, teacher_s = shared.teacher(spec, batch, steps)
+        x = precision.layout(x)
     else:
         x = precision.layout(torch.randn(batch, *info.input_shape))
     # Balanced stand-in labels: methods that need the training labels (crd) size themselves.
@@ -283,7 +293,9 @@ def training_flops(specs: list[TrialSpec]) -> float:
             n_train += n_val
         cls = method_class(spec.trains_method)
         batch = spec.budget.batch_size
-        cost = cls.cost(dict(spec.hparams), CostBasis(n_train, info.num_classes, spec.epochs, batch))
+        cost = cls.cost(
+            dict(spec.hparams), CostBasis(n_train, info.num_classes, spec.epochs, batch)
+        )
         per_image = 3 * macs_of(spec.trains, info.num_classes, info.input_shape)
         if cls.uses_teacher(dict(spec.hparams)):
             per_image += macs_of(spec.teacher.arch, info.num_classes, info.input_shape)

@@ -313,7 +313,7 @@ def teacher_batch(
     if cached is not None:
         return cached.take(idx)
     with torch.no_grad(), precision.autocast(x.device):
-        return as_fp32((forward or teacher.forward_features)(x))
+        return as_fp32((forward or teacher.forward_features)(precision.layout(x)))
 
 
 def fit(
@@ -363,15 +363,22 @@ def fit(
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
         method.to(memory_format=torch.channels_last)
+    uses_teacher = method.needs.teacher and teacher is not None
+    teacher_precision = precision
     if teacher is not None:
         teacher.eval()
-        if precision.channels_last:
+        if uses_teacher:
+            # The teacher computes at its own precision: a heavy teacher of a light student
+            # (resnet32x4 → mobilenetv2) runs in bf16 where that is fast, though the student
+            # does not; its outputs reach the losses in fp32 either way.
+            teacher_macs = count_macs(teacher, data.input_shape)
+            teacher_precision = Precision.resolve(budget.precision, teacher_macs, device)
+        if teacher_precision.channels_last:
             teacher.to(memory_format=torch.channels_last)
-    uses_teacher = method.needs.teacher and teacher is not None
     cached = None
     if uses_teacher and not augments(data, augment) and transform is None:
         # The teacher sees the same images every epoch: compute its outputs once.
-        cached = teacher_outputs(teacher, data, train_x, precision=precision)
+        cached = teacher_outputs(teacher, data, train_x, precision=teacher_precision)
     batches = Batches(
         data, train_x, batch_size=budget.batch_size, augment=augment, gen=gen, precision=precision
     )
@@ -397,7 +404,7 @@ def fit(
                 x = precision.layout(transform(x, gen))
             y = train_y.index_select(0, idx)
             t_out = (
-                teacher_batch(teacher, cached, idx, x, precision, teacher_forward)
+                teacher_batch(teacher, cached, idx, x, teacher_precision, teacher_forward)
                 if uses_teacher
                 else None
             )
