@@ -244,6 +244,7 @@ def start_ray(device: torch.device, size: dict) -> None:
         num_gpus=1,  # on a CPU-only machine a logical GPU: the packing, not the device, is run
         include_dashboard=False,
         logging_level="WARNING",
+        object_store_memory=2**30,  # the data (20,000 images: 60 MB) and weights travel through it
         runtime_env={
             "py_modules": [str(HERE / "cifar_shaped.py")],
             "worker_process_setup_hook": "cifar_shaped.register",
