@@ -110,7 +110,9 @@ def check_precision(report: Report, device: torch.device, size: dict) -> None:
         teacher = build_model(TEACHER, num_classes=10, input_shape=data.input_shape).to(device)
         teacher.eval().requires_grad_(False)
         student = build_model(STUDENT, num_classes=10, input_shape=data.input_shape).to(device)
-        precision = Precision.resolve("auto", count_macs(student, data.input_shape), device)
+        precision = Precision.resolve(
+            "auto", count_macs(student, data.input_shape), device, student
+        )
         cls = method_class("kd")
         method = cls(cls.defaults(), MethodContext.for_data(student, teacher, data, device))
         budget = Budget(epochs=1, batch_size=size["batch"], compile=mode)
@@ -164,7 +166,7 @@ def check_crd_bank(report: Report, device: torch.device, size: dict) -> None:
     bank = [t for t in method.buffers() if t.dim() == 3 and t.shape[1] == n]  # student, teacher
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     opt = torch.optim.SGD(list(student.parameters()) + list(method.parameters()), lr=0.01)
-    precision = Precision.resolve("auto", count_macs(student, shape), device)
+    precision = Precision.resolve("auto", count_macs(student, shape), device, student)
     losses = []
     for _ in range(3):
         idx = torch.randint(0, n, (size["batch"],), device=device)

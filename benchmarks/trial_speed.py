@@ -298,7 +298,7 @@ def run_case(case: Case, peaks: dict[str, float], methods: list[str]) -> list[fl
 def precision_of(student, case: Case) -> str:
     """The precision kdbench's loop trains ``student`` at (``budget.precision: auto``)."""
     macs = count_macs(student, case.data.input_shape)
-    return "bf16" if Precision.resolve("auto", macs, case.device).bf16 else "fp32"
+    return "bf16" if Precision.resolve("auto", macs, case.device, student).bf16 else "fp32"
 
 
 def held_out_accuracy(model, data: DataBundle) -> float:
@@ -307,7 +307,7 @@ def held_out_accuracy(model, data: DataBundle) -> float:
     trial would use), after the timed run: more images than the validation split alone, so
     less sampling noise (CIFAR-shaped: 1,280 rather than 256)."""
     device = next(model.parameters()).device
-    precision = Precision.resolve("auto", count_macs(model, data.input_shape), device)
+    precision = Precision.resolve("auto", count_macs(model, data.input_shape), device, model)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
     x = torch.cat([data.val_x, data.test_x]).to(device)

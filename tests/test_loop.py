@@ -81,3 +81,54 @@ def test_cached_rows_are_the_batch_rows_of_every_output():
     assert torch.equal(rows.logits, expected.logits)
     for a, b in zip(rows.feats + rows.preact, expected.feats + expected.preact, strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_groupnorm_network_keeps_its_layout_on_a_cpu():
+    # ConvNet-D's instance norm is a GroupNorm, whose CPU kernel is slow in channels_last
+    cpu = torch.device("cpu")
+    convnet = build_model("convnet3", num_classes=10, input_shape=(1, 28, 28))
+    resnet = build_model("resnet8x4", num_classes=10, input_shape=(3, 32, 32))
+    heavy = loop.COMPUTE_BOUND_MACS
+    assert not loop.Precision.resolve("auto", heavy, cpu, convnet).channels_last
+    assert not loop.Precision.resolve("bf16", heavy, cpu, convnet).channels_last
+    assert loop.Precision.resolve("bf16", heavy, cpu, convnet).bf16
+    assert loop.Precision.resolve("auto", heavy, cpu, resnet).channels_last
+
+
+def test_a_heavy_teacher_of_a_light_student_runs_at_its_own_precision(monkeypatch):
+    # resnet32x4 (1.08G MACs) teaching cnn_tiny-sized work: the teacher's forward in bf16 and
+    # channels_last where bf16 is fast, the student's in fp32
+    from kdbench.data.base import AugmentSpec, DataBundle
+
+    monkeypatch.setattr(loop, "fast_bf16", lambda device: True)
+    x = torch.randint(0, 255, (40, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(40) % 10
+    data = DataBundle(
+        "t", x, y, x[:8], y[:8], x[:8], y[:8], num_classes=10, augment=AugmentSpec(pad=2)
+    )
+    torch.manual_seed(0)
+    teacher = build_model("resnet32x4", num_classes=10, input_shape=(3, 32, 32)).eval()
+    student = build_model("resnet8", num_classes=10, input_shape=(3, 32, 32))
+    seen = []
+    real = loop.teacher_batch
+    monkeypatch.setattr(loop, "teacher_batch", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    cls = method_class("kd")
+    method = cls(
+        cls.defaults(), MethodContext.for_data(student, teacher, data, torch.device("cpu"))
+    )
+    loop.fit(
+        student,
+        data,
+        method=method,
+        budget=Budget(epochs=1, batch_size=20),
+        epochs=1,
+        seed=0,
+        augment=True,
+        teacher=teacher,
+    )
+    assert seen and all(p == loop.Precision(bf16=True, channels_last=True) for p in seen)
+    conv = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d))
+    assert (
+        not conv.weight.is_contiguous(memory_format=torch.channels_last)
+        or conv.weight.shape[-1] == 1
+    )

@@ -128,7 +128,8 @@ def pretrain(
             m.train()
         opt = make_optimizer(params, replace(budget, optimizer="sgd", lr=budget.lr * lr_scale))
         probe = student if student is not None else teacher
-        precision = Precision.resolve(budget.precision, count_macs(probe, data.input_shape), device)
+        macs = count_macs(probe, data.input_shape)
+        precision = Precision.resolve(budget.precision, macs, device, probe)
         if precision.channels_last:  # as ``fit`` will convert them, for the same kernels
             for m in modules:
                 m.to(memory_format=torch.channels_last)

@@ -84,7 +84,7 @@ class _Probes:
         if key not in self.teachers:
             teacher = self.model(spec.teacher.arch, info.num_classes, info.input_shape).eval()
             macs = count_macs(teacher, info.input_shape)
-            precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"))
+            precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"), teacher)
             if precision.channels_last:
                 teacher.to(memory_format=torch.channels_last)
             x = precision.layout(torch.randn(batch, *info.input_shape))
@@ -108,7 +108,7 @@ def _probe(
     model = shared.model(spec.trains, info.num_classes, info.input_shape)
     macs = count_macs(model, info.input_shape)
     # As the trial will compute: bf16 autocast and channels_last where its precision says so.
-    precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"))
+    precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"), model)
     cls = method_class(spec.trains_method)
     teacher, t_out, teacher_s = None, None, 0.0
     if cls.uses_teacher(dict(spec.hparams)):  # a teacher's own training (scratch) needs none
