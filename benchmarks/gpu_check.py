@@ -348,16 +348,15 @@ def packing(report: Report, device: torch.device, size: dict, workdir: Path) -> 
 
 
 def _rows_flops(rows, data) -> float:
-    """Training FLOPs of finished rows: images seen × (3× the student's MACs + the teacher's
-    forward where the method reads it), 2 FLOPs a MAC."""
+    """Training FLOPs of finished rows: images seen × ``estimate.image_flops`` of the pair."""
+    from kdbench.scheduler.estimate import arch_macs, image_flops
+
     shape = data.input_shape
-    s = count_macs(build_model(STUDENT, num_classes=10, input_shape=shape), shape)
-    t = count_macs(build_model(TEACHER, num_classes=10, input_shape=shape), shape)
-    total = 0.0
-    for method, images in zip(rows["method"], rows["images_seen"], strict=True):
-        reads_teacher = method_class(method).needs.teacher
-        total += 2.0 * images * (3 * s + (t if reads_teacher else 0))
-    return total
+    s, t = arch_macs(STUDENT, 10, shape), arch_macs(TEACHER, 10, shape)
+    return sum(
+        images * image_flops(s, t if method_class(method).needs.teacher else 0)
+        for method, images in zip(rows["method"], rows["images_seen"], strict=True)
+    )
 
 
 def table(rates: dict[int, float]) -> None:

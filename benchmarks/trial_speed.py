@@ -64,6 +64,7 @@ from kdbench.methods import MethodContext, Step, method_class
 from kdbench.methods.scratch import Scratch
 from kdbench.models import build_model
 from kdbench.models.base import count_macs
+from kdbench.scheduler.estimate import arch_macs, image_flops
 from kdbench.suite import Budget
 from kdbench.training.loop import Precision, accuracy, fast_bf16, fit, lr_at, predict
 
@@ -239,13 +240,15 @@ class Case:
         return self.teacher_arch, self.student_arch, self.teacher_weights, self.device
 
     def flops_per_image(self, method_name: str) -> float:
-        """Training FLOPs of one image: the student's forward and backward (3× its MACs) and,
-        when the method reads the teacher, the teacher's forward; 2 FLOPs a MAC."""
+        """``estimate.image_flops`` of this pair: the teacher's forward counts where the method
+        reads it."""
         shape = self.data.input_shape
-        s = count_macs(build_model(self.student_arch, num_classes=10, input_shape=shape), shape)
-        t = count_macs(build_model(self.teacher_arch, num_classes=10, input_shape=shape), shape)
-        uses_teacher = method_class(method_name).needs.teacher
-        return 2.0 * (3 * s + (t if uses_teacher else 0))
+        t = (
+            arch_macs(self.teacher_arch, 10, shape)
+            if method_class(method_name).needs.teacher
+            else 0
+        )
+        return image_flops(arch_macs(self.student_arch, 10, shape), t)
 
 
 def run_case(case: Case, peaks: dict[str, float], methods: list[str]) -> list[float]:

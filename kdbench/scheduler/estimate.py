@@ -20,6 +20,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -268,21 +269,24 @@ class DeviceRates:
             return None
 
 
+@cache
+def arch_macs(arch: str, classes: int, shape: tuple[int, ...]) -> int:
+    """MACs of one image through a registered architecture, sized on PyTorch's meta device
+    (no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = build_model(arch, num_classes=classes, input_shape=shape)
+    return count_macs(model, shape)
+
+
+def image_flops(student_macs: int, teacher_macs: int = 0) -> float:
+    """Training FLOPs of one image: the student's forward and backward pass (3× its MACs) and
+    the teacher's forward pass (0 where the method does not read it); 2 FLOPs a MAC."""
+    return 2.0 * (3 * student_macs + teacher_macs)
+
+
 def training_flops(specs: list[TrialSpec]) -> float:
-    """FLOPs of the trials' training: each image the student trains on costs its forward and
-    backward pass (3× its MACs) and, when the method reads the teacher, the teacher's forward
-    pass; 2 FLOPs a MAC. Models are sized on PyTorch's meta device (no memory). Evaluation and
-    a method's own synthesis stage are not counted."""
-    macs: dict[tuple, int] = {}
-
-    def macs_of(arch: str, classes: int, shape: tuple[int, ...]) -> int:
-        key = (arch, classes, shape)
-        if key not in macs:
-            with torch.device("meta"):
-                model = build_model(arch, num_classes=classes, input_shape=shape)
-            macs[key] = count_macs(model, shape)
-        return macs[key]
-
+    """FLOPs of the trials' training (``image_flops`` of every image the student trains on).
+    Evaluation and a method's own synthesis stage are not counted."""
     total = 0.0
     for spec in specs:
         if spec.epochs == 0:
@@ -296,10 +300,10 @@ def training_flops(specs: list[TrialSpec]) -> float:
         cost = cls.cost(
             dict(spec.hparams), CostBasis(n_train, info.num_classes, spec.epochs, batch)
         )
-        per_image = 3 * macs_of(spec.trains, info.num_classes, info.input_shape)
-        if cls.uses_teacher(dict(spec.hparams)):
-            per_image += macs_of(spec.teacher.arch, info.num_classes, info.input_shape)
-        total += 2.0 * per_image * cost.images_per_epoch * cost.epochs
+        student = arch_macs(spec.trains, info.num_classes, info.input_shape)
+        reads = cls.uses_teacher(dict(spec.hparams))
+        teacher = arch_macs(spec.teacher.arch, info.num_classes, info.input_shape) if reads else 0
+        total += image_flops(student, teacher) * cost.images_per_epoch * cost.epochs
     return total
 
 
