@@ -53,6 +53,12 @@ import trial_speed  # noqa: E402
 from kdbench.methods import MethodContext, Step, method_class  # noqa: E402
 from kdbench.models import build_model  # noqa: E402
 from kdbench.models.base import count_macs  # noqa: E402
+from kdbench.scheduler.estimate import (  # noqa: E402
+    DeviceRates,
+    arch_macs,
+    image_flops,
+    training_flops,
+)
 from kdbench.suite import Budget  # noqa: E402
 from kdbench.training.loop import Precision, as_fp32, fit  # noqa: E402
 
@@ -349,8 +355,6 @@ def packing(report: Report, device: torch.device, size: dict, workdir: Path) -> 
 
 def _rows_flops(rows, data) -> float:
     """Training FLOPs of finished rows: images seen × ``estimate.image_flops`` of the pair."""
-    from kdbench.scheduler.estimate import arch_macs, image_flops
-
     shape = data.input_shape
     s, t = arch_macs(STUDENT, 10, shape), arch_macs(TEACHER, 10, shape)
     return sum(
@@ -362,7 +366,6 @@ def _rows_flops(rows, data) -> float:
 def table(rates: dict[int, float]) -> None:
     """The RepDistiller table's GPU-hours at each measured packing."""
     from kdbench.plan import expand
-    from kdbench.scheduler.estimate import training_flops
     from kdbench.shipped import suite_file
     from kdbench.suite import load_suite
 
@@ -434,8 +437,6 @@ def main() -> None:
         rates = packing(report, device, size, Path(tmp))
     table(rates)
     if device.type == "cuda":
-        from kdbench.scheduler.estimate import DeviceRates
-
         path = DeviceRates(name, datetime.date.today().isoformat(), rates).save()
         print(f"rates recorded in {path} (kdbench run --dry-run reads them)")
     print(f"{time.perf_counter() - t0:.0f} s")

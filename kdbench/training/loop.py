@@ -121,19 +121,19 @@ class Precision:
 
     @classmethod
     def resolve(
-        cls, choice: str, macs: int, device: torch.device, model: torch.nn.Module | None = None
+        cls, choice: str, macs: int, device: torch.device, model: torch.nn.Module
     ) -> Precision:
-        """``budget.precision`` for a network of ``macs`` MACs per image on ``device``.
+        """``budget.precision`` for ``model``, of ``macs`` MACs per image, on ``device``.
 
         ``auto`` uses channels_last, and bf16 where ``fast_bf16``, only for a compute-bound
         network (``COMPUTE_BOUND_MACS``): on a CPU with AVX-512 BF16 channels_last speeds up
         the training step of a model like resnet8x4 and bf16 speeds it up further, while a
-        memory-bound model such as cnn_tiny gains nothing from either. ``model``: on a CPU, a
-        network with GroupNorm layers keeps the default layout (``_cpu_layout_ok``).
+        memory-bound model such as cnn_tiny gains nothing from either. On a CPU a network with
+        GroupNorm layers keeps the default layout (``_cpu_layout_ok``).
         """
         if choice == "fp32":
             return cls()
-        layout = model is None or device.type != "cpu" or _cpu_layout_ok(model)
+        layout = device.type != "cpu" or _cpu_layout_ok(model)
         if choice == "bf16":
             return cls(bf16=True, channels_last=layout)
         heavy = macs >= COMPUTE_BOUND_MACS
