@@ -59,7 +59,7 @@ from kdbench.scheduler.estimate import (  # noqa: E402
     image_flops,
     training_flops,
 )
-from kdbench.suite import Budget  # noqa: E402
+from kdbench.spec import Budget  # noqa: E402
 from kdbench.training.loop import Precision, as_fp32, fit  # noqa: E402
 
 TEACHER, STUDENT = "resnet32x4", "resnet8x4"
@@ -367,7 +367,7 @@ def table(rates: dict[int, float]) -> None:
     """The RepDistiller table's GPU-hours at each measured packing."""
     from kdbench.plan import expand
     from kdbench.shipped import suite_file
-    from kdbench.suite import load_suite
+    from kdbench.validation import load_suite
 
     plan = expand(load_suite(suite_file("cifar100_repdistiller")))
     flops = training_flops(list(plan.trials))

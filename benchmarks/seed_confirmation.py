@@ -65,7 +65,7 @@ def main() -> None:
     from kdbench.results import store
     from kdbench.results.leaderboard import current_finals
     from kdbench.scheduler.driver import run_suite
-    from kdbench.suite import parse_suite
+    from kdbench.validation import parse_suite
 
     root = Path(args.results or tempfile.mkdtemp(prefix="kdbench-confirm-"))
     single, confirmed = root / "single", root / "confirmed"

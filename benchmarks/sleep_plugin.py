@@ -83,7 +83,7 @@ def register() -> None:
 def sleep_suite(name: str, cells: int, trials: int, seeds: int) -> Any:
     """``cells`` tuned cells of the sleep method on one pair: ``trials`` tuning trials and
     ``seeds`` finals each, plus the teacher and scratch."""
-    from kdbench.suite import parse_suite
+    from kdbench.validation import parse_suite
 
     return parse_suite(
         {

@@ -65,7 +65,7 @@ from kdbench.methods.scratch import Scratch
 from kdbench.models import build_model
 from kdbench.models.base import count_macs
 from kdbench.scheduler.estimate import arch_macs, image_flops
-from kdbench.suite import Budget
+from kdbench.spec import Budget
 from kdbench.training.loop import Precision, accuracy, fast_bf16, fit, lr_at, predict
 
 METHODS = ["scratch", "kd", "at", "crd"]

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kdbench._version import __version__
 from kdbench.errors import KdbenchError, SuiteError
-
-__version__ = "0.1.0"
 
 __all__ = ["KdbenchError", "RunResult", "SuiteError", "__version__", "run"]
 

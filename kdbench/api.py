@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kdbench.results.leaderboard import Leaderboard
-    from kdbench.suite import Suite
+    from kdbench.spec import Suite
 
 
 @dataclass
@@ -133,7 +133,8 @@ def run(
 
 def load(suite: str | os.PathLike[str] | Mapping[str, Any] | Suite) -> Suite:
     """A suite from a path, a shipped suite's name, a mapping, or a ``Suite`` as it is."""
-    from kdbench.suite import Suite, load_suite, parse_suite
+    from kdbench.spec import Suite
+    from kdbench.validation import load_suite, parse_suite
 
     if isinstance(suite, Suite):
         return suite

@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kdbench.plan import Plan
-    from kdbench.suite import Suite
+    from kdbench.spec import Suite
 
 
 def _suite_and_plan(path: str) -> tuple[Suite, Plan]:
     from kdbench.plan import expand
-    from kdbench.suite import load_suite
+    from kdbench.validation import load_suite
 
     suite = load_suite(path)
     return suite, expand(suite)

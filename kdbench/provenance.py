@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 
-import kdbench
-
 KEY_PACKAGES = (
     "kdbench",
     "torch",
@@ -34,7 +32,7 @@ def now() -> str:
 @cache
 def git_sha() -> str | None:
     """The commit of the kdbench source tree, when it is a git checkout (with '+dirty' if edited)."""
-    src = Path(kdbench.__file__).resolve().parent.parent
+    src = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
             ["git", "-C", str(src), "rev-parse", "HEAD"],

@@ -42,7 +42,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from kdbench.results import load  # noqa: E402
 from kdbench.scheduler.driver import run_suite  # noqa: E402
-from kdbench.suite import parse_suite  # noqa: E402
+from kdbench.validation import parse_suite  # noqa: E402
 
 
 def main() -> None:

@@ -26,10 +26,11 @@ from kdbench.plan import expand, resolve_hparams, tune_spec
 from kdbench.results import load
 from kdbench.scheduler.driver import run_suite
 from kdbench.scheduler.tasks import StudentTrial, student_task, teacher_task
-from kdbench.suite import TuningConfig, load_suite
+from kdbench.spec import TuningConfig
 from kdbench.training.trial import RunInfo
 from kdbench.tuning.broker import Reporter, start_broker
 from kdbench.tuning.studies import StudySpec
+from kdbench.validation import load_suite
 
 
 def main(suite_path: str, results: str) -> None:

@@ -8,8 +8,9 @@ import torch
 from kdbench.errors import SuiteError
 from kdbench.methods import MethodContext, method_class
 from kdbench.models import build_model
-from kdbench.suite import Budget, parse_suite
+from kdbench.spec import Budget
 from kdbench.training import loop
+from kdbench.validation import parse_suite
 
 
 def train(data, compile_mode: str):

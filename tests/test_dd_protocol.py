@@ -14,8 +14,8 @@ from kdbench.methods import method_class
 from kdbench.plan import expand
 from kdbench.results.ddranking import evaluation
 from kdbench.results.leaderboard import leaderboard
-from kdbench.suite import parse_suite
 from kdbench.training.trial import RunInfo, run_student, run_teacher
+from kdbench.validation import parse_suite
 
 
 def dd_suite(methods, **extra):

@@ -18,7 +18,7 @@ from kdbench.models import build_model
 from kdbench.plan import expand
 from kdbench.results import COLUMNS, load
 from kdbench.scheduler.driver import run_suite
-from kdbench.suite import load_suite
+from kdbench.validation import load_suite
 from tests.conftest import REPO, write_suite
 
 

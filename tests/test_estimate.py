@@ -7,7 +7,7 @@ import pytest
 from kdbench.data import dataset_info
 from kdbench.plan import expand
 from kdbench.scheduler.estimate import _eval_seconds, estimate
-from kdbench.suite import parse_suite
+from kdbench.validation import parse_suite
 
 
 def plan_of(**over):

@@ -7,7 +7,7 @@ import torch
 
 from kdbench.methods import MethodContext, method_class
 from kdbench.models import build_model
-from kdbench.suite import Budget
+from kdbench.spec import Budget
 from kdbench.training import loop
 
 

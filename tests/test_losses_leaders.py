@@ -14,9 +14,8 @@ from kdbench.methods.dkd import dkd_terms
 from kdbench.methods.kd import kd_loss, standardize
 from kdbench.methods.nkd import nkd_terms
 from kdbench.models.base import ModelOutput
-from kdbench.plan import resolve_hparams
-from kdbench.suite import load_suite, parse_suite
-from kdbench.tuning.space import search_space
+from kdbench.plan import resolve_hparams, search_space
+from kdbench.validation import load_suite, parse_suite
 from tests.formulas import softmax, zscore
 from tests.test_methods import one_step
 

@@ -20,8 +20,8 @@ from kdbench.models import build_model
 from kdbench.models.base import ModelOutput
 from kdbench.plan import expand
 from kdbench.results.schema import COLUMNS, SCHEMA_VERSION
-from kdbench.suite import parse_suite
 from kdbench.training.trial import RunInfo, run_student, run_teacher
+from kdbench.validation import parse_suite
 from tests.formulas import build_on_stubs
 from tests.test_methods import train_one_step
 

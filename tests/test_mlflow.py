@@ -35,7 +35,7 @@ from kdbench.errors import KdbenchError  # noqa: E402
 from kdbench.models import build_model  # noqa: E402
 from kdbench.results import load, mlflow_export  # noqa: E402
 from kdbench.results.mlflow_export import export  # noqa: E402
-from kdbench.suite import load_suite  # noqa: E402
+from kdbench.validation import load_suite  # noqa: E402
 from tests.conftest import write_suite  # noqa: E402
 
 TUNED = {

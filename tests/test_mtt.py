@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.nn.utils import vector_to_parameters
 
+from kdbench.data.synthetic_set import SyntheticSet
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.dd_mtt import (
     REFERENCE,
@@ -17,13 +18,13 @@ from kdbench.methods.dd_mtt import (
     unroll,
 )
 from kdbench.methods.experts import ExpertRecipe, Trajectory, train_trajectory
-from kdbench.methods.synthetic import SyntheticSet, matching_net, matching_size
-from kdbench.models.convnet import ConvNet
+from kdbench.methods.synthetic import matching_net
+from kdbench.models.convnet import ConvNet, matching_size
 from kdbench.plan import ExpertSpec, expand
 from kdbench.results.layout import ArtifactKey
-from kdbench.suite import parse_suite
 from kdbench.training.loop import accuracy, predict
 from kdbench.training.trial import RunInfo, run_student, run_teacher
+from kdbench.validation import parse_suite
 
 CPU = torch.device("cpu")
 TINY = ExpertRecipe(width=8, depth=2, epochs=3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kdbench.plan import expand
-from kdbench.suite import parse_suite
+from kdbench.validation import parse_suite
 
 
 def suite(**over):

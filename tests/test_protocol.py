@@ -17,10 +17,11 @@ from kdbench.plan import expand
 from kdbench.results import store
 from kdbench.scheduler.core import Scheduler, drive
 from kdbench.scheduler.work import planned_specs, remaining
-from kdbench.suite import TUNING_SEED, parse_suite
+from kdbench.spec import TUNING_SEED
 from kdbench.training.trial import RunInfo, run_student, run_teacher
 from kdbench.tuning.studies import select
 from kdbench.tuning.tuner import Tuner
+from kdbench.validation import parse_suite
 from tests.conftest import write_suite
 
 
@@ -47,7 +48,7 @@ def test_a_tuning_seed_among_the_final_seeds_is_refused_in_one_line(tmp_path):
         "name: s\ndatasets: [digits]\npairs: [{teacher: cnn_wide, student: cnn_tiny}]\n"
         "methods: [kd]\nseeds: [0, 1, 2]\ntuning: {trials: 4, seed: 1}\n",
     )
-    from kdbench.suite import load_suite
+    from kdbench.validation import load_suite
 
     with pytest.raises(SuiteError) as err:
         load_suite(path)

@@ -15,7 +15,7 @@ from kdbench.errors import KdbenchError
 from kdbench.results import load, read_table
 from kdbench.results.remote import Mirror, list_files
 from kdbench.scheduler.driver import run_suite
-from kdbench.suite import load_suite
+from kdbench.validation import load_suite
 from tests.conftest import write_suite
 
 

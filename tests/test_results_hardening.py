@@ -265,7 +265,7 @@ def test_foreign_parquet_files_are_skipped_named_once_and_never_touched(tmp_path
 def test_a_run_folds_its_rows_and_leaves_foreign_files_alone(ray_local, tmp_path, monkeypatch):
     from kdbench.results import writer
     from kdbench.scheduler.driver import run_suite
-    from kdbench.suite import load_suite
+    from kdbench.validation import load_suite
 
     monkeypatch.setattr(writer, "COMPACT_EVERY", 1)  # a fold in the background after each row
     suite = write_suite(

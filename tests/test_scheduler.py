@@ -11,8 +11,8 @@ import pytest
 from kdbench.plan import StudentSpec, TeacherSpec, expand
 from kdbench.scheduler.core import BATCH_S, MAX_BATCH, Scheduler, drive
 from kdbench.scheduler.work import Pending, planned_specs, remaining
-from kdbench.suite import parse_suite
 from kdbench.tuning.tuner import Tuner
+from kdbench.validation import parse_suite
 
 
 def plan_of(methods=("kd", "at"), trials=4, seeds=(0, 1), **extra):

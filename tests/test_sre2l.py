@@ -11,7 +11,7 @@ from kdbench.errors import SuiteError
 from kdbench.methods import MethodContext, dd_sre2l, method_class
 from kdbench.methods.dd_sre2l import BNStatistics
 from kdbench.models import build_model
-from kdbench.suite import parse_suite
+from kdbench.validation import parse_suite
 
 CPU = torch.device("cpu")
 REFUSAL = "the teacher has no BatchNorm layers"

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from kdbench.errors import KdbenchError, SuiteError
-from kdbench.suite import load_suite
+from kdbench.validation import load_suite
 from tests.conftest import REPO, write_suite
 
 GOOD = """\
@@ -322,7 +322,7 @@ def test_custom_resources_and_gpu_type_reach_the_trials_ray_options(tmp_path):
 
 def test_a_method_entry_can_name_the_pairs_it_runs_on():
     from kdbench.plan import expand
-    from kdbench.suite import parse_suite
+    from kdbench.validation import parse_suite
 
     raw = {
         "name": "two",
@@ -389,7 +389,7 @@ def test_a_method_that_cannot_pair_two_models_is_refused_naming_both(tmp_path, m
 
 
 def test_methods_that_pair_anything_build_no_model(tmp_path, monkeypatch):
-    import kdbench.suite as suite_module
+    import kdbench.validation as suite_module
 
     monkeypatch.setattr(suite_module, "_probe", lambda *a: pytest.fail("built a model"))
     assert [m.label for m in load_suite(write_suite(tmp_path, PAIRED)).methods][1:] == [

@@ -16,15 +16,9 @@ import pytest
 import torch
 
 from kdbench.errors import KdbenchError, SuiteError
-from kdbench.suite import (
-    MAX_SEED,
-    Budget,
-    TeacherConfig,
-    TuningConfig,
-    _show,
-    load_suite,
-    parse_suite,
-)
+from kdbench.spec import MAX_SEED, Budget, TeacherConfig, TuningConfig
+from kdbench.spec.messages import show as _show
+from kdbench.validation import load_suite, parse_suite
 from tests.conftest import REPO
 
 PAIR = "pairs: [{teacher: cnn_wide, student: cnn_tiny}]"

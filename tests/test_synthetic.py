@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from kdbench.data.synthetic_set import SyntheticSet
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.dd_dc import gradient_distance, loops
 from kdbench.methods.dd_herding import herding
-from kdbench.methods.synthetic import SyntheticSet, matching_size, synthetic_epochs
+from kdbench.methods.synthetic import synthetic_epochs
 from kdbench.models import build_model
+from kdbench.models.convnet import matching_size
 from kdbench.plan import expand
-from kdbench.suite import parse_suite
 from kdbench.training.trial import RunInfo, run_student, run_teacher
+from kdbench.validation import parse_suite
 
 DD = ["dd_random", "dd_herding", "dd_dm", "dd_dc"]
 FAST = {"dd_dm": {"iterations": 2, "net_width": 8}, "dd_dc": {"iterations": 1, "net_width": 8}}

@@ -20,8 +20,8 @@ from kdbench.errors import KdbenchError, SuiteError
 from kdbench.methods import METHODS
 from kdbench.models import MODELS, build_model, count_macs, count_params
 from kdbench.models.timm_models import TimmModel
-from kdbench.suite import load_suite
 from kdbench.training.weights import load_weights, read_checkpoint
+from kdbench.validation import load_suite
 from tests.conftest import write_suite
 from tests.test_methods import train_one_step
 
@@ -178,7 +178,7 @@ def test_names_resolve_lazily_and_listing_keeps_to_the_zoo():
     assert not any(":" in name for name in MODELS)
     factory = MODELS.get("timm:test_resnet")
     assert isinstance(factory(num_classes=3, input_shape=(3, 32, 32)), TimmModel)
-    code = "import sys, kdbench.models, kdbench.suite; assert 'timm' not in sys.modules"
+    code = "import sys, kdbench.models, kdbench.validation; assert 'timm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

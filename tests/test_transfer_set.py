@@ -16,7 +16,7 @@ from kdbench.methods.base import Method, MethodContext, Needs, Step
 from kdbench.methods.pseudo_label import PseudoLabel
 from kdbench.models import build_model
 from kdbench.models.base import ModelOutput
-from kdbench.suite import Budget
+from kdbench.spec import Budget
 from kdbench.training.loop import fit
 
 SHAPE = (1, 8, 8)

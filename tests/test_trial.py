@@ -9,8 +9,8 @@ import torch
 from kdbench.methods import METHODS, Method, Needs
 from kdbench.plan import expand
 from kdbench.results import COLUMNS
-from kdbench.suite import parse_suite
 from kdbench.training.trial import RunInfo, run_student, run_teacher
+from kdbench.validation import parse_suite
 
 INFO = RunInfo(run_id="r", suite="t")
 

@@ -9,11 +9,11 @@ import optuna
 import torch
 from optuna.distributions import FloatDistribution
 
-from kdbench.plan import expand, resolve_hparams, tune_spec
-from kdbench.suite import TuningConfig, parse_suite
+from kdbench.plan import expand, resolve_hparams, search_space, tune_spec
+from kdbench.spec import TuningConfig
 from kdbench.training.trial import RunInfo, run_student, run_teacher
-from kdbench.tuning.space import search_space
 from kdbench.tuning.studies import StudyBook, StudySpec, journal_path, select
+from kdbench.validation import parse_suite
 
 INFO = RunInfo(run_id="r", suite="t")
 

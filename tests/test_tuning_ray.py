@@ -18,8 +18,9 @@ import yaml
 from kdbench.plan import expand, resolve_hparams, tune_spec
 from kdbench.results import load
 from kdbench.scheduler.driver import run_suite
-from kdbench.suite import TuningConfig, load_suite
+from kdbench.spec import TuningConfig
 from kdbench.tuning.studies import StudySpec, journal_path, select
+from kdbench.validation import load_suite
 from tests.conftest import write_suite
 
 

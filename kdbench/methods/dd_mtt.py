@@ -93,13 +93,13 @@ from kdbench.methods.synthetic import (
     ipc,
     labels,
     matching_net,
-    matching_size,
     net_depth,
     net_width,
     time_budget,
     to_stored,
     train_epochs,
 )
+from kdbench.models.convnet import matching_size
 
 
 @dataclass(frozen=True)

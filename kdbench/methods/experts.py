@@ -43,9 +43,9 @@ class ExpertRecipe:
     its trajectory. The defaults are ``buffer.py``'s."""
 
     width: int
-    """Channels of the ConvNet, as ``synthetic.matching_size`` resolves them."""
+    """Channels of the ConvNet, as ``models.convnet.matching_size`` resolves them."""
     depth: int
-    """Conv blocks of the ConvNet, as ``synthetic.matching_size`` resolves them."""
+    """Conv blocks of the ConvNet, as ``models.convnet.matching_size`` resolves them."""
     epochs: int = 50
     lr: float = 0.01
     batch_size: int = 256

@@ -1,12 +1,15 @@
-"""The method registry and the resolution of names such as ``crd+kd``."""
+"""The method registry, the resolution of names such as ``crd+kd``, and of a method
+entry's hyperparameters."""
 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 from kdbench.errors import KdbenchError, choices_hint
 from kdbench.methods.base import Method, combine
 from kdbench.registry import Registry
+from kdbench.spec import MethodEntry
 
 
 def _check(name: str, obj: type[Method]) -> None:
@@ -44,3 +47,15 @@ def method_class(name: str) -> type[Method]:
             )
         classes.append(cls)
     return combine(classes)
+
+
+def resolve_hparams(
+    entry: MethodEntry, overrides: dict[str, Any] | None = None
+) -> tuple[tuple[str, Any], ...]:
+    """A trial's hyperparameters: the method's defaults, then the suite's fixed ``params``,
+    then tuned values (with the optional ones a switch among them brings in)."""
+    cls = method_class(entry.name)
+    hp = cls.defaults()
+    hp.update(dict(entry.params))
+    hp.update(overrides or {})
+    return tuple(sorted(cls.complete(hp).items()))

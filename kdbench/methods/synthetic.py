@@ -25,18 +25,17 @@ Learned images are not clipped to [0, 1], as in the reference code.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from kdbench.data.base import to_unit
+from kdbench.data.synthetic_set import SyntheticSet
 from kdbench.methods.base import (
     Cost,
     CostBasis,
@@ -49,43 +48,11 @@ from kdbench.methods.base import (
     TrainingSet,
 )
 from kdbench.methods.kd import kd_loss
+from kdbench.methods.registry import method_class, resolve_hparams
+from kdbench.models.convnet import ConvNet, matching_size
+from kdbench.results.ddranking import evaluation
 from kdbench.results.layout import ArtifactKey
-
-
-@dataclass
-class SyntheticSet:
-    """``ipc`` images per class, in the data set's stored scale, and how they were made."""
-
-    images: torch.Tensor
-    """(N, C, H, W) float32."""
-    labels: torch.Tensor
-    """(N,) int64, grouped by class."""
-    iterations: int = 0
-    """Optimisation iterations done (0 for a selected real subset)."""
-    seconds: float = 0.0
-    """Wall time it took to make."""
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_bytes(self) -> bytes:
-        """The artifact file: a weights-only loadable dict (``torch.load(f, weights_only=True)``)."""
-        buf = io.BytesIO()
-        torch.save(
-            {
-                "images": self.images.detach().cpu().float().contiguous(),
-                "labels": self.labels.detach().cpu().long(),
-                "iterations": self.iterations,
-                "seconds": self.seconds,
-                "meta": self.meta,
-            },
-            buf,
-        )
-        return buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> SyntheticSet:
-        d = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        return cls(d["images"], d["labels"], d["iterations"], d["seconds"], d.get("meta", {}))
-
+from kdbench.spec import PROTOCOL_VERSION, MethodEntry, digest, slug, split_identity
 
 # -- hyperparameters the dd_* methods share -------------------------------------------------
 
@@ -289,21 +256,17 @@ class SyntheticSetMethod(Method):
         """The set's content key. The student, its training (budget, ``train_epochs``) and the
         phase do not enter; the teacher enters, as its trial id, only for a method that uses
         it (herding)."""
-        from kdbench.plan import PROTOCOL_VERSION, slug
-        from kdbench.suite import canonical_json
-
         identity = {
             "protocol": PROTOCOL_VERSION,
             "dataset": spec.dataset,
-            "val_fraction": spec.data.val_fraction,
-            **({"train": "train+val"} if spec.refit else {}),
+            **split_identity(spec.data.val_fraction, spec.refit),
             "teacher_id": spec.teacher_id if cls.needs.teacher else None,
             "method": spec.method,
             "hparams": {k: v for k, v in spec.hparams if k not in cls.training_hparams},
             "seed": spec.seed,
         }
-        digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
-        return (ArtifactKey("synthetic", slug(f"{spec.method}-{spec.dataset}") + "-" + digest),)
+        key = slug(f"{spec.method}-{spec.dataset}") + "-" + digest(identity, 16)
+        return (ArtifactKey("synthetic", key),)
 
     @classmethod
     def cost(cls, hp: Mapping[str, Any], basis: CostBasis) -> Cost:
@@ -417,28 +380,8 @@ class Deadline:
         return time.perf_counter() - self.start
 
 
-def matching_size(input_shape: tuple[int, ...], width: int, depth: int) -> tuple[int, int]:
-    """(width, depth) of the matching ConvNet; 0 picks the size for the images.
-
-    The reference (width 128, depth 3) is sized for 28-32 px images, whose last normalised map
-    is 7×7 or 8×8. On smaller images depth 3 normalises a 2×2 map, which leaves the features
-    almost nothing to say: measured on digits (8×8) at ipc 10, a 30 s distribution matching
-    with depth 3 gave a ConvNet-3 student 76.8 % where depth 2 gave 98.0 %. So ``0`` means:
-    images of 28 px and more, the reference; smaller ones, depth log2(side) − 1 (2 at 8 px,
-    last normalised map 4×4) and width 64.
-    """
-    side = min(input_shape[-2:])
-    if not width:
-        width = 128 if side >= 28 else 64
-    if not depth:
-        depth = 3 if side >= 28 else max(1, side.bit_length() - 2)
-    return width, depth
-
-
 def matching_net(data: Any, width: int, depth: int, device: torch.device) -> torch.nn.Module:
     """A freshly initialised ConvNet for matching (instance norm: it sees one class at a time)."""
-    from kdbench.models.convnet import ConvNet
-
     width, depth = matching_size(data.input_shape, width, depth)
     net = ConvNet(
         num_classes=data.num_classes, input_shape=data.input_shape, width=width, depth=depth
@@ -462,11 +405,6 @@ def baseline_entries(entries: Sequence[Any]) -> list[Any]:
     ``dd_random`` of the same ipc evaluated the same way (labels and their weights, DSA,
     epochs) on the same pairs (IOR's term), unless the suite has one. A searched setting is
     taken at its default."""
-    from kdbench.methods.registry import method_class
-    from kdbench.plan import resolve_hparams
-    from kdbench.results.ddranking import evaluation
-    from kdbench.suite import MethodEntry
-
     def settings(e: Any) -> dict[str, Any]:
         return evaluation(dict(resolve_hparams(e)))
 

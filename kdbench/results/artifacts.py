@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from kdbench.data.base import to_unit
+from kdbench.data.synthetic_set import SyntheticSet
 from kdbench.errors import KdbenchError
-from kdbench.methods.synthetic import SyntheticSet
 from kdbench.models import KDModel, build_model
 from kdbench.results.layout import Layout, student_artifact
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-import kdbench
+from kdbench._version import __version__
 from kdbench.errors import KdbenchError
 from kdbench.results import store
 from kdbench.results.charts import Bar, Point, bar_chart, cd_diagram, scatter
@@ -241,7 +241,7 @@ def build_report(results_dir: str | os.PathLike[str]) -> str:
     summary = ", ".join(f"{n} {phase} {status}" for (phase, status), n in counts.items())
     parts.append(
         f'<p class="note">{len(rows)} result rows ({escape_html(summary)}) in '
-        f"{escape_html(str(root))}; {len(runs)} runs; kdbench {kdbench.__version__}.</p>"
+        f"{escape_html(str(root))}; {len(runs)} runs; kdbench {__version__}.</p>"
     )
     tables = html_tables(board)
     if board.pairs.empty:

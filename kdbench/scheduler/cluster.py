@@ -8,7 +8,7 @@ import socket
 
 from kdbench.errors import KdbenchError, first_line
 from kdbench.signals import end_on_sigterm
-from kdbench.suite import ResourceConfig
+from kdbench.spec import ResourceConfig
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """With this set, every local Ray node, the dashboard and the Jobs API bind to 127.0.0.1."""

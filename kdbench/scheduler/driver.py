@@ -28,7 +28,7 @@ from kdbench.results.store import RunLock
 from kdbench.results.writer import ResultWriter
 from kdbench.scheduler.progress import Progress
 from kdbench.scheduler.work import Pending, Workload, is_pending, remaining
-from kdbench.suite import Suite
+from kdbench.spec import Suite
 from kdbench.training.trial import RunInfo, TrialOutcome
 from kdbench.tuning.studies import StudyBook
 from kdbench.tuning.tuner import Tuner, book_args

@@ -23,7 +23,7 @@ from kdbench.results.layout import Layout
 from kdbench.results.writer import ResultWriter
 from kdbench.scheduler.tasks import StudentTrial, options, student_task, teacher_task
 from kdbench.scheduler.work import Pending
-from kdbench.suite import Suite
+from kdbench.spec import Suite
 from kdbench.training.trial import RunInfo, TrialOutcome, describe_error, failed_row
 from kdbench.training.weights import read_checkpoint
 from kdbench.tuning.broker import Reporter, start_broker

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kdbench
+from kdbench._version import __version__
 from kdbench.errors import KdbenchError, first_line
 from kdbench.results.layout import CACHE, STUDIES
 from kdbench.results.remote import check_scheme, is_uri
@@ -85,12 +85,12 @@ def submit(
     retry_failed: bool = False,
 ) -> str:
     """Submits the suite; returns the job id."""
-    from kdbench.suite import load_suite
+    from kdbench.validation import load_suite
 
     path = Path(suite_path).resolve()
     suite = load_suite(path)  # refused here, in one line, rather than on the cluster
     client = _client(address)
-    package = Path(kdbench.__file__).parent
+    package = Path(__file__).resolve().parent.parent
     runtime_env = {
         "working_dir": str(path.parent),
         "py_modules": [str(package)],
@@ -104,7 +104,7 @@ def submit(
             return client.submit_job(
                 entrypoint=command,
                 runtime_env=runtime_env,
-                metadata={"kdbench_suite": suite.name, "kdbench_version": kdbench.__version__},
+                metadata={"kdbench_suite": suite.name, "kdbench_version": __version__},
             )
         except Exception as exc:
             # A cluster just started answers 500 "No available agent" until its dashboard

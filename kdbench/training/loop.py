@@ -21,7 +21,7 @@ import torch
 from kdbench.data import DataBundle, augment_batch
 from kdbench.methods.base import Method, Step
 from kdbench.models.base import KDModel, ModelOutput, count_macs
-from kdbench.suite import Budget
+from kdbench.spec import Budget
 from kdbench.training import compiled
 from kdbench.training.compiled import Forward
 

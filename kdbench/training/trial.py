@@ -23,8 +23,8 @@ from typing import Any
 import psutil
 import torch
 
-import kdbench
 from kdbench import provenance
+from kdbench._version import __version__
 from kdbench.data import DataBundle
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.scratch import Scratch
@@ -164,7 +164,7 @@ def base_row(spec: TrialSpec, info: RunInfo) -> dict[str, Any]:
         "epochs": spec.epochs,
         "cpus": spec.resources.cpus,
         "gpus": spec.resources.gpus,
-        "kdbench_version": kdbench.__version__,
+        "kdbench_version": __version__,
         "torch_version": torch.__version__,
         "git_sha": info.git_sha,
         "host": provenance.host(),

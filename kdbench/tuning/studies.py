@@ -16,7 +16,6 @@ writes from several processes (the journal under its file lock).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ from optuna.trial import TrialState
 
 from kdbench.errors import KdbenchError
 from kdbench.results.layout import Layout
-from kdbench.suite import TuningConfig, canonical_json
+from kdbench.spec import TuningConfig
 
 ELAPSED = "kdbench_elapsed_s"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -111,10 +110,6 @@ class StudySpec:
     """The method's defaults (with the suite's params): a new study's first trial."""
     n_val: int | None = None
     """Images in the validation split, for the standard error of a validation accuracy."""
-
-
-def study_name(cell_key: str, identity: dict[str, Any]) -> str:
-    return f"{cell_key}@{hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:8]}"
 
 
 def select(

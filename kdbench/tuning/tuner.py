@@ -20,6 +20,7 @@ from kdbench.plan import (
     StudentSpec,
     confirm_count,
     confirm_spec,
+    contains,
     expert_ids,
     final_spec,
     representative_confirms,
@@ -225,8 +226,6 @@ class Tuner:
 def start_point(study: Any) -> dict[str, Any] | None:
     """The defaults (with params) of a study's searched hyperparameters, if all lie in its
     ranges: a new study measures them first."""
-    from kdbench.tuning.space import contains
-
     defaults = dict(resolve_hparams(study.cell.method))
     start = {k: defaults[k] for k in study.space}
     inside = all(contains(d, start[k]) for k, d in study.space.items())

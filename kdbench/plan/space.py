@@ -11,7 +11,7 @@ from optuna.distributions import (
 
 from kdbench.methods import method_class
 from kdbench.methods.base import HParam, SearchSpace
-from kdbench.suite import MethodEntry
+from kdbench.spec import MethodEntry
 
 
 def _distribution(h: HParam, space: SearchSpace) -> BaseDistribution:

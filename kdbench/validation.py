@@ -1,0 +1,158 @@
+"""A suite read and checked whole: the suite layer's parsing (``kdbench.spec``) answered by
+the registries, then what only the models, the methods and the files can tell.
+
+- the registries: which data sets, models and methods exist, each method's hyperparameters,
+  and the entries a method implies (dataset distillation's baselines);
+- checkpoints: each teacher's file loaded as a run will load it (weights only), so that a
+  file that would be refused is refused now, before Ray starts;
+- pairings: every method can distil every pair it is given. A method that needs what a model
+  does not expose (pre-activation features, equal channel counts...) says so through its
+  ``pairing``; the models are built on the meta device and asked (shapes only: no memory,
+  milliseconds), so a suite that cannot run is refused before anything trains.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdbench.data import DATASETS, dataset_info
+from kdbench.errors import KdbenchError
+from kdbench.methods import Method, method_class
+from kdbench.methods.synthetic import baseline_entries
+from kdbench.models import MODELS, build_model
+from kdbench.shipped import suite_file
+from kdbench.spec import HParam, MethodEntry, Suite, read_yaml
+from kdbench.spec import parse_suite as read_spec
+from kdbench.spec.checks import Reader
+from kdbench.spec.entries import lists_scratch
+from kdbench.training.weights import read_checkpoint
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class Registries:
+    """The suite layer's ``Catalog``, answered by kdbench's registries."""
+
+    datasets: Collection[str] = DATASETS
+    models: Collection[str] = MODELS
+
+    @property
+    def model_families(self) -> Collection[str]:
+        return MODELS.families()
+
+    @staticmethod
+    def resolve_model(name: str) -> object:
+        return MODELS.get(name)
+
+    @staticmethod
+    def method_hparams(name: str) -> tuple[HParam, ...]:
+        return method_class(name).hparams
+
+    @staticmethod
+    def implied_entries(entries: list[MethodEntry]) -> list[MethodEntry]:
+        return baseline_entries(entries)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read, validate and resolve a suite file (or a shipped suite, by name); raise
+    ``SuiteError`` on the first mistake."""
+    path = suite_file(path)
+    return parse_suite(read_yaml(path), source=str(path), base_dir=path.resolve().parent)
+
+
+def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
+    """A suite from its YAML data, checked against the registries, its checkpoints and the
+    pairings of its methods."""
+    suite = read_spec(raw, catalog=Registries(), source=source, base_dir=base_dir)
+    r = Reader(source)
+    _checkpoints(r, suite)
+    written = raw["methods"] if isinstance(raw, dict) else []
+    _pairing(r, suite, written if isinstance(written, list) else [])
+    return suite
+
+
+def _checkpoints(r: Reader, suite: Suite) -> None:
+    """Load each teacher's checkpoint now, as a run's teacher will (weights only); a file
+    shared by several pairs is read once."""
+    read: set[str] = set()
+    for i, pair in enumerate(suite.pairs):
+        path = pair.teacher.checkpoint
+        if path is None or path in read:
+            continue
+        try:
+            with warnings.catch_warnings():  # torch warns of pickle protocols: not one line
+                warnings.simplefilter("ignore")
+                read_checkpoint(path)
+        except KdbenchError as exc:
+            raise r.fail(f"pairs[{i}].teacher.checkpoint", _ANSI.sub("", str(exc))) from None
+        read.add(path)
+
+
+def _pairing(r: Reader, suite: Suite, written: list[Any]) -> None:
+    """Every method can distil every pair it is given (see the module's docstring)."""
+    # the scratch entry added in front (dataset distillation's baselines come last)
+    offset = int(suite.methods[0].label == "scratch" and not lists_scratch(written))
+    probes: dict[tuple[str, tuple[int, ...], int], Any] = {}
+    for i, entry in enumerate(suite.methods):
+        cls = method_class(entry.name)
+        by_outputs = cls.pairing.__func__ is not Method.pairing.__func__  # type: ignore[attr-defined]
+        by_models = cls.pairing_models.__func__ is not Method.pairing_models.__func__  # type: ignore[attr-defined]
+        if not (by_outputs or by_models):
+            continue  # pairs with anything: nothing to build
+        hp = cls.complete({**cls.defaults(), **dict(entry.params)})
+        wants_teacher = cls.uses_teacher(hp)
+        for dataset in suite.datasets:
+            shape = _data_shape(dataset, suite.data.root)
+            if shape is None:
+                continue
+            for pair in suite.pairs:
+                if not entry.runs_on(pair):
+                    continue
+                s_out = _probe(probes, pair.student, *shape)
+                t_out = _probe(probes, pair.teacher.arch, *shape) if wants_teacher else None
+                if s_out is None or (wants_teacher and t_out is None):
+                    continue
+                reason = cls.pairing(s_out[1], t_out and t_out[1], hp) if by_outputs else None
+                if by_models and not reason:
+                    reason = cls.pairing_models(s_out[0], t_out and t_out[0], hp)
+                if reason:
+                    raise r.fail(
+                        f"methods[{i - offset}]",
+                        f"'{entry.name}' cannot distil {pair.teacher.arch} → {pair.student} "
+                        f"on {dataset}: {reason}",
+                    )
+
+
+def _data_shape(dataset: str, root: str | None) -> tuple[tuple[int, ...], int] | None:
+    """A data set's (image shape, classes) as its loader declares them; None when they cannot
+    be known without its files (the trial then reports what is wrong)."""
+    try:
+        info = dataset_info(dataset, root)
+    except Exception:  # missing files are the trial's to report, not validation's
+        return None
+    return tuple(info.input_shape), info.num_classes
+
+
+def _probe(
+    cache: dict[tuple[str, tuple[int, ...], int], Any],
+    arch: str,
+    shape: tuple[int, ...],
+    classes: int,
+) -> Any:
+    """A model and its outputs on a batch of two, built and run on the meta device (shapes
+    only: no memory, no initialisation, milliseconds); None when the model cannot run there."""
+    key = (arch, shape, classes)
+    if key not in cache:
+        try:
+            with torch.device("meta"):
+                model = build_model(arch, num_classes=classes, input_shape=shape).eval()
+                cache[key] = (model, model.forward_features(torch.zeros((2, *shape))))
+        except Exception:  # a model meta tensors cannot run is checked by training
+            cache[key] = None
+    return cache[key]
