@@ -60,7 +60,8 @@ from kdbench.scheduler.estimate import (  # noqa: E402
     training_flops,
 )
 from kdbench.spec import Budget  # noqa: E402
-from kdbench.training.loop import Precision, as_fp32, fit  # noqa: E402
+from kdbench.training.loop import fit  # noqa: E402
+from kdbench.training.trainer import Precision, as_fp32  # noqa: E402
 
 TEACHER, STUDENT = "resnet32x4", "resnet8x4"
 

@@ -66,7 +66,8 @@ from kdbench.models import build_model
 from kdbench.models.base import count_macs
 from kdbench.scheduler.estimate import arch_macs, image_flops
 from kdbench.spec import Budget
-from kdbench.training.loop import Precision, accuracy, fast_bf16, fit, lr_at, predict
+from kdbench.training.loop import accuracy, fit, predict
+from kdbench.training.trainer import Precision, fast_bf16, lr_at
 
 METHODS = ["scratch", "kd", "at", "crd"]
 HPARAMS = {"at": {"beta": 100.0}}

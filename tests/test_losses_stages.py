@@ -20,6 +20,7 @@ from kdbench.models import build_model
 from kdbench.models.base import ModelOutput
 from kdbench.plan import expand
 from kdbench.results.schema import COLUMNS, SCHEMA_VERSION
+from kdbench.training.stage import prepare
 from kdbench.training.trial import RunInfo, run_student, run_teacher
 from kdbench.validation import parse_suite
 from tests.formulas import build_on_stubs
@@ -439,7 +440,7 @@ def changed(before, module, prefix=""):
 def test_the_stage_trains_what_it_should_and_leaves_the_rest(name, synthetic, trained):
     spec, method, student, teacher = staged(name, synthetic, trained)
     s0, t0, m0 = snapshot(student), snapshot(teacher), snapshot(method)
-    training = method.prepare(synthetic, spec=spec, device=torch.device("cpu"), reused={})
+    training = prepare(method, synthetic, spec=spec, device=torch.device("cpu"), reused={})
     assert training.stage_epochs == 1 and training.epochs == spec.epochs == 4
     assert training.seconds > 0 and training.data is synthetic
     assert not changed(t0, teacher), "the stage changed the teacher"
@@ -471,37 +472,37 @@ def test_ft_stage_lowers_the_reconstruction_error(synthetic, trained):
     with torch.no_grad():
         t_out = teacher.forward_features(x)
         before = method.stage_loss(None, t_out).item()
-    method.prepare(synthetic, spec=spec, device=torch.device("cpu"), reused={})
+    prepare(method, synthetic, spec=spec, device=torch.device("cpu"), reused={})
     with torch.no_grad():
         after = method.stage_loss(None, t_out).item()
     assert after < before
 
 
 def test_the_stage_runs_sgd_at_the_suites_lr_times_init_lr_scale(synthetic, trained, monkeypatch):
-    import kdbench.training.loop as loop
+    import kdbench.training.trainer as trainer
 
     seen = []
-    real = loop.make_optimizer
+    real = trainer.make_optimizer
 
     def spy(params, budget):
         seen.append((budget.optimizer, budget.lr, budget.momentum, budget.weight_decay))
         return real(params, budget)
 
-    monkeypatch.setattr(loop, "make_optimizer", spy)
+    monkeypatch.setattr(trainer, "make_optimizer", spy)
     spec, method, *_ = staged("ft", synthetic, trained, init_lr_scale=0.5)
-    method.prepare(synthetic, spec=spec, device=torch.device("cpu"), reused={})
+    prepare(method, synthetic, spec=spec, device=torch.device("cpu"), reused={})
     b = spec.budget
     assert seen == [("sgd", pytest.approx(0.5 * b.lr), b.momentum, b.weight_decay)]
     seen.clear()
     spec, method, *_ = staged("ab", synthetic, trained)
-    method.prepare(synthetic, spec=spec, device=torch.device("cpu"), reused={})
+    prepare(method, synthetic, spec=spec, device=torch.device("cpu"), reused={})
     assert seen == [("sgd", b.lr, b.momentum, b.weight_decay)]
 
 
 def test_no_stage_when_init_share_is_zero(synthetic, trained):
     spec, method, student, _ = staged("ab", synthetic, trained, init_share=0.0)
     s0 = snapshot(student)
-    training = method.prepare(synthetic, spec=spec, device=torch.device("cpu"), reused={})
+    training = prepare(method, synthetic, spec=spec, device=torch.device("cpu"), reused={})
     assert training.stage_epochs == 0 and training.seconds == 0.0 and not changed(s0, student)
 
 

@@ -17,11 +17,12 @@ from kdbench.methods.dd_mtt import (
     reference_settings,
     unroll,
 )
-from kdbench.methods.experts import ExpertRecipe, Trajectory, train_trajectory
+from kdbench.methods.experts import ExpertRecipe, Trajectory
 from kdbench.methods.synthetic import matching_net
 from kdbench.models.convnet import ConvNet, matching_size
 from kdbench.plan import ExpertSpec, expand
 from kdbench.results.layout import ArtifactKey
+from kdbench.training.experts import train_trajectory
 from kdbench.training.loop import accuracy, predict
 from kdbench.training.trial import RunInfo, run_student, run_teacher
 from kdbench.validation import parse_suite

@@ -164,6 +164,29 @@ class MethodContext:
         return outs[0], outs[1]
 
 
+StageLoss = Callable[[ModelOutput | None, ModelOutput], torch.Tensor]
+"""A stage's loss of one batch: (the student's outputs, or None when the stage does not run
+the student; the teacher's outputs) -> a scalar."""
+
+
+@dataclass
+class Stage:
+    """A method's pre-training stage, as its ``prepare`` declares it and the trainer runs it
+    before the student's training (``kdbench.training.stage``): ``epochs`` epochs over the
+    training split, SGD on ``params`` at the suite's learning rate × ``lr_scale``, on ``loss``.
+    ``train``: the modules in train mode during the stage (the rest of the student, when it
+    runs, in eval mode); ``student``: the network whose outputs ``loss`` reads first, or None
+    when the stage needs only the teacher's (the student is then not run)."""
+
+    loss: StageLoss
+    params: list[nn.Parameter]
+    train: list[nn.Module]
+    student: nn.Module | None
+    teacher: nn.Module
+    epochs: int
+    lr_scale: float = 1.0
+
+
 @dataclass
 class TrainingSet:
     """What the student trains on, as a method's ``prepare`` decides (by default: the data)."""
@@ -173,9 +196,10 @@ class TrainingSet:
     epochs: int
     seconds: float = 0.0
     """Wall time of the method's own stage, counted in the trial's ``train_seconds``."""
-    stage_epochs: int = 0
-    """Epochs of the method's own stage over the training split before the student's
-    training (ab, ft, fsp pre-train a connector or paraphraser); 0 for none."""
+    stage: Stage | None = None
+    """A pre-training stage the trainer runs before the student's training (ab, ft, fsp
+    pre-train a connector, a paraphraser or the student's layers); its seconds are added to
+    ``seconds`` once it has run."""
     with_teacher: bool = True
     """Whether the teacher's outputs reach the loss (a method whose teacher only chose the
     training set says False)."""
@@ -186,6 +210,11 @@ class TrainingSet:
     transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     """Applied to every normalised training batch after the suite's own augmentation (DSA on
     a synthetic set), drawing from the trial's generator."""
+
+    @property
+    def stage_epochs(self) -> int:
+        """Epochs of the method's own stage over the training split; 0 for none."""
+        return self.stage.epochs if self.stage is not None else 0
 
 
 Reused = Mapping[ArtifactKey, bytes]

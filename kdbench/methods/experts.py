@@ -1,4 +1,6 @@
-"""Expert trajectories for ``dd_mtt``: ConvNets trained on the real training split, their
+"""Expert trajectories for ``dd_mtt``, as the method declares them: the recipe an expert trains by
+and the trajectory it leaves (the trainer trains them: ``kdbench.training.experts``). Experts are
+ConvNets trained on the real training split, their
 parameters kept after every epoch (Cazenavette et al. 2022, "Dataset Distillation by Matching
 Training Trajectories", CVPR, §3.1 "Expert trajectories"; reference code ``buffer.py``).
 
@@ -26,15 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.nn.utils import parameters_to_vector
-
-from kdbench.methods.synthetic import matching_net
 
 
 @dataclass(frozen=True)
@@ -92,45 +89,3 @@ class Trajectory:
     def from_bytes(cls, blob: bytes) -> Trajectory:
         d = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         return cls(list(d["params"].unbind(0)), d["seconds"], d["val_acc"], d["test_acc"])
-
-
-def train_trajectory(
-    data: Any, recipe: ExpertRecipe, *, seed: int, device: torch.device
-) -> Trajectory:
-    """Train one expert on ``data``'s training split (a ``DataBundle``) by ``recipe``;
-    deterministic for a seed on a device."""
-    from kdbench.training.loop import accuracy, predict  # the loop imports the methods
-
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)  # the network's initialisation
-    gen = torch.Generator().manual_seed(seed)  # the shuffles and the augmentation
-    net = matching_net(data, recipe.width, recipe.depth, device)
-    opt = torch.optim.SGD(
-        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
-    augment = None
-    if recipe.dsa:
-        from kdbench.methods.dsa import DSA
-
-        augment = DSA()
-    x = data.normalize(data.train_x.to(device))
-    y = data.train_y.to(device).long()
-    params = [parameters_to_vector(net.parameters()).detach().cpu()]
-    net.train()
-    for _ in range(recipe.epochs):
-        order = torch.randperm(len(y), generator=gen).to(device)
-        for idx in order.split(recipe.batch_size):
-            xb = x.index_select(0, idx)
-            if augment is not None:
-                xb = augment(xb, gen)
-            loss = F.cross_entropy(net(xb), y.index_select(0, idx))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        params.append(parameters_to_vector(net.parameters()).detach().cpu())
-    seconds = time.perf_counter() - t0
-    val, test = (
-        accuracy(predict(net, data, x.to(device)), y.to(device))  # NaN for an empty split
-        for x, y in ((data.val_x, data.val_y), (data.test_x, data.test_y))
-    )
-    return Trajectory(params, seconds, val, test)

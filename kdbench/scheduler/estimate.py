@@ -30,7 +30,7 @@ from kdbench.methods import MethodContext, method_class
 from kdbench.methods.base import CostBasis, Step
 from kdbench.models import ModelOutput, build_model, count_macs
 from kdbench.plan import Plan, TrialSpec
-from kdbench.training.loop import Precision, as_fp32
+from kdbench.training.trainer import Precision, as_fp32
 
 PROBE_BATCH = 16
 

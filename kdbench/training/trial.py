@@ -27,11 +27,14 @@ from kdbench import provenance
 from kdbench._version import __version__
 from kdbench.data import DataBundle
 from kdbench.methods import MethodContext, method_class
+from kdbench.methods.experts import ExpertRecipe
 from kdbench.methods.scratch import Scratch
 from kdbench.models import KDModel, build_model, count_macs, count_params
 from kdbench.plan import ExpertSpec, StudentSpec, TeacherSpec, TrialSpec
 from kdbench.results.layout import ArtifactKey, student_artifact
+from kdbench.training.experts import train_trajectory
 from kdbench.training.loop import EpochStats, accuracy, fit, predict
+from kdbench.training.stage import prepare
 from kdbench.training.weights import dump_student, dump_weights, load_weights
 
 
@@ -216,8 +219,6 @@ def _expert_trial(
 ) -> TrialOutcome:
     """An expert trajectory: trained by its recipe, scored on val and test; the trajectory is
     the outcome's ``weights`` (cached and handed out as a teacher's are)."""
-    from kdbench.methods.experts import ExpertRecipe, train_trajectory
-
     recipe = ExpertRecipe(**dict(spec.hparams))
     seed_torch(spec.seed, device)
     traj = train_trajectory(data, recipe, seed=spec.seed, device=device)
@@ -397,7 +398,7 @@ def _student_trial(
     method = method_class(spec.method)(dict(spec.hparams), ctx).to(device)
     # The method's own stage, if it has one: it may replace the training set and the epochs
     # (dataset distillation trains the student on a synthetic set alone).
-    training = method.prepare(data, spec=spec, device=device, reused=reused)
+    training = prepare(method, data, spec=spec, device=device, reused=reused)
     epochs = training.epochs
     result = fit(
         student,
