@@ -263,19 +263,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from kdbench.results import store
+    from kdbench.results.files import RunLock
     from kdbench.results.remote import Mirror, is_uri
 
     if is_uri(args.dir):
         mirror = Mirror(args.dir)
         mirror.local.mkdir(parents=True, exist_ok=True)
-        with store.RunLock(mirror.local):
+        with RunLock(mirror.local):
             mirror.pull()
             folded = store.compact(mirror.local)
             mirror.sync()
     else:
         if not Path(args.dir).is_dir():
             raise KdbenchError(f"{args.dir}: no such results directory")
-        with store.RunLock(args.dir):
+        with RunLock(args.dir):
             folded = store.compact(args.dir)
     if folded:
         for run_id, n in sorted(folded.items()):

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from kdbench.errors import KdbenchError
-from kdbench.results import load, store
+from kdbench.results import files, load, store
 from kdbench.results.charts import Bar, bar_chart
 from kdbench.results.formats import FORMATS
 from kdbench.results.layout import Layout
@@ -247,7 +247,7 @@ def test_foreign_parquet_files_are_skipped_named_once_and_never_touched(tmp_path
         warnings.simplefilter("always")
         assert sorted(load(tmp_path)["trial_id"]) == ["a0", "a1", "a2"]
         assert "| kd |" in render(leaderboard(load(tmp_path)), "markdown")
-        with store.RunLock(tmp_path):
+        with files.RunLock(tmp_path):
             assert store.compact(tmp_path) == {"r1": 3}
             store.write_trial(tmp_path, row("a3", seed=3))
             assert store.compact(tmp_path) == {"r1": 1}
@@ -320,7 +320,7 @@ def test_temporary_files_a_killed_writer_left_are_never_read_and_swept(tmp_path)
     assert sorted(load(tmp_path)["trial_id"]) == ["a0", "a1"]
     store.compact(tmp_path)  # only compactions write into compacted/: its leftovers go
     assert not left[0].exists() and all(p.exists() for p in left[1:])
-    with store.RunLock(tmp_path):  # no writer at work anywhere: every leftover goes
+    with files.RunLock(tmp_path):  # no writer at work anywhere: every leftover goes
         assert not any(p.exists() for p in left)
     assert all(p.exists() for p in kept)
     assert sorted(pd.read_parquet(tmp_path)["trial_id"]) == ["a0", "a1"]
@@ -343,7 +343,7 @@ def test_a_compaction_killed_before_its_trial_files_went_loses_no_row(tmp_path, 
     # the window compact's docstring and the README state: each row twice, none missing
     assert sorted(pd.read_parquet(tmp_path)["trial_id"]) == ["a0", "a0", "a1", "a1", "a2", "a2"]
     assert sorted(load(tmp_path)["trial_id"]) == ["a0", "a1", "a2"]
-    with store.RunLock(tmp_path):
+    with files.RunLock(tmp_path):
         assert store.compact(tmp_path) == {"r1": 3}
     assert sorted(pd.read_parquet(tmp_path)["trial_id"]) == ["a0", "a1", "a2"]
 
@@ -392,7 +392,7 @@ def test_result_files_follow_the_umask(tmp_path, umask, mode):
         record = tmp_path / "_runs" / "r1" / "run.json"
         store.write_json_atomic({"source": "x"}, record)
         weights = tmp_path / "_cache" / "teachers" / "t.pt"
-        with store.atomic_file(weights) as f:
+        with files.atomic_file(weights) as f:
             f.write(b"weights")
     finally:
         os.umask(old)

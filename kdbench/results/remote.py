@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from kdbench.errors import KdbenchError
-from kdbench.results.store import RunLock, atomic_file
+from kdbench.results.files import RunLock, atomic_file
 
 SYNC_EVERY_S = 30.0
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

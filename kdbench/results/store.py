@@ -12,19 +12,15 @@ deleted.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
-import re
-import secrets
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -34,13 +30,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from kdbench.errors import KdbenchError, choices_hint, first_line
+from kdbench.results.files import atomic_file, sweep_temporary
 from kdbench.results.layout import COMPACTED, ROW_FOLDERS, TRIALS, Layout
+from kdbench.results.remote import is_uri, list_files, open_uri
 from kdbench.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION
 
 REQUIRED = ("schema_version", "trial_id", "phase", "status")
 """The columns every kdbench result file has had, whatever its schema version."""
-TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp")
-"""The name of ``atomic_file``'s temporary file (``.<name>.<random>.tmp``)."""
+
 _RELISTS = 3
 """Reads of a directory that a compaction changes under them before one is taken as it is."""
 _PARQUET = ds.ParquetFileFormat()
@@ -61,52 +58,6 @@ def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         for row in rows
     ]
     return pa.Table.from_pylist(full, schema=SCHEMA)
-
-
-@contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """A file that readers see whole or not at all: written to a '.'-prefixed temporary file
-    beside ``path`` (never read as a result), fsynced, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary(path)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _temporary(path: Path) -> tuple[int, Path]:
-    """A new temporary file beside ``path``, created 0666 less the umask as open(2) creates any
-    file (``mkstemp`` makes 0600, which colleagues on a shared file system cannot read)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-
-
-def sweep_temporary(folders: Iterable[Path]) -> list[Path]:
-    """Remove the temporary files a killed writer left in ``folders`` (the ones removed).
-
-    Only while no writer can be at work there: under the directory's RunLock, or for
-    ``compacted/`` at the start of a compaction (compactions run one at a time).
-    """
-    removed = []
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            if TEMPORARY.fullmatch(path.name) and path.is_file():
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed
 
 
 def write_atomic(table: pa.Table, path: Path) -> Path:
@@ -341,8 +292,6 @@ def read_table(
 ) -> pa.Table:
     """Every result row of a directory or URI (filtered in pyarrow); files that are not
     kdbench result files, or cannot be read, are skipped with a warning naming them."""
-    from kdbench.results.remote import is_uri
-
     if is_uri(results_dir):
         return _read_uri(str(results_dir), columns, filter)
     root = Path(results_dir)
@@ -363,8 +312,6 @@ def _settled(read: Callable[[], _Scan]) -> pa.Table:
 
 def _read_uri(uri: str, columns: list[str] | None, filter: ds.Expression | None) -> pa.Table:
     """The rows at a results URI, read where they lie (no copy to this machine)."""
-    from kdbench.results.remote import list_files, open_uri
-
     fs, base = open_uri(uri)
 
     def read() -> _Scan:
@@ -440,40 +387,6 @@ def finished_trials(results_dir: str | os.PathLike[str]) -> dict[str, str]:
     return dict(
         zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True)
     )
-
-
-class RunLock:
-    """One driver per results directory: a kernel lock that dies with its process.
-
-    Held for the whole run; a second ``kdbench run`` on the same directory is refused rather
-    than interleaving writes. A driver killed with SIGKILL releases it with its life. Taking
-    it removes the temporary files a killed writer left (no writer can be at work then).
-    """
-
-    def __init__(self, results_dir: str | os.PathLike[str]) -> None:
-        self.layout = Layout.of(results_dir)
-        self.path = self.layout.lock()
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            raise KdbenchError(
-                f"{self.path.parent.parent} is being written by another kdbench run (pid {holder}); "
-                "wait for it to finish or give another --results directory"
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-        sweep_temporary(self.layout.written_folders())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
 
 
 def loose_trials(results_dir: str | os.PathLike[str]) -> list[Path]:

@@ -22,6 +22,7 @@ import yaml
 
 from kdbench import provenance
 from kdbench.results import store
+from kdbench.results.files import atomic_file
 from kdbench.results.layout import ArtifactKey, Layout
 from kdbench.results.remote import Mirror
 
@@ -139,7 +140,7 @@ class ResultWriter:
             path = self.layout.artifact(key)
             if path.exists():  # content-addressed or per trial: the file is already right
                 continue
-            with store.atomic_file(path) as f:
+            with atomic_file(path) as f:
                 f.write(blob)
             written.append(path)
         return written
@@ -156,7 +157,7 @@ class ResultWriter:
 
     def teacher_weights(self, teacher_id: str, blob: bytes) -> Path:
         path = self.layout.teacher_weights(teacher_id)
-        with store.atomic_file(path) as f:
+        with atomic_file(path) as f:
             f.write(blob)
         self._publish(path)
         return path

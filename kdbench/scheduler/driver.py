@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from kdbench import provenance
 from kdbench.plan import Plan, TeacherSpec, TrialSpec, expand
 from kdbench.results import store
+from kdbench.results.files import RunLock
 from kdbench.results.layout import Layout
 from kdbench.results.remote import Mirror, is_uri
-from kdbench.results.store import RunLock
 from kdbench.results.writer import ResultWriter
 from kdbench.scheduler.progress import Progress
 from kdbench.scheduler.work import Pending, Workload, is_pending, remaining
