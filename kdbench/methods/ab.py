@@ -44,7 +44,6 @@ from torch import nn
 
 from kdbench.methods.at import paired_blocks
 from kdbench.methods.base import HParam, MethodContext, Needs, Step, gamma, missing_maps
-from kdbench.methods.registry import METHODS
 from kdbench.methods.stage import StagedMethod, init_share
 from kdbench.models.base import ModelOutput
 
@@ -95,11 +94,9 @@ def ab_loss(g_s: list[torch.Tensor], g_t: list[torch.Tensor], margin: float) -> 
     return total
 
 
-@METHODS.register("ab")
 class AB(StagedMethod):
     """Activation boundaries: stage Σ_i 2^(i−n+1)·ℓ_m(r_i(p_s), p_t)/B·3/1000, then γ·CE."""
 
-    name = "ab"
     hparams = (
         gamma(1.0),
         HParam("margin", 1.0, low=0.0, doc="margin m of the activation-boundary loss"),

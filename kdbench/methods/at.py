@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.base import Method, MethodContext, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 
 
 def attention_map(f: torch.Tensor) -> torch.Tensor:
@@ -67,11 +66,9 @@ def at_loss(s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.T
     )
 
 
-@METHODS.register("at")
 class AT(Method):
     """Attention transfer: γ·CE + β·Σ_blocks mean((a(f_s) − a(f_t))²)."""
 
-    name = "at"
     hparams = (gamma(1.0), beta(1000.0))
     needs = Needs(teacher=True)
 

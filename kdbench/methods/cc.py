@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from kdbench.methods.base import Method, MethodContext, Needs, Step, beta, feat_dim, gamma
-from kdbench.methods.registry import METHODS
 
 
 def cc_loss(e_s: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
@@ -37,11 +36,9 @@ def cc_loss(e_s: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
     return (delta[:-1] * delta[1:]).sum(dim=1).mean()
 
 
-@METHODS.register("cc")
 class CC(Method):
     """Correlation congruence: γ·CE + β·mean_i Σ_d δ_i,d·δ_i+1,d on embedded features."""
 
-    name = "cc"
     hparams = (
         gamma(1.0),
         beta(0.02),

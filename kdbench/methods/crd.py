@@ -40,7 +40,6 @@ from kdbench.methods.base import (
     feat_dim,
     gamma,
 )
-from kdbench.methods.registry import METHODS
 
 REFERENCE_K_SHARE = 16384 / 50000
 """Negatives per sample over the training-set size in the reference (CIFAR-100)."""
@@ -110,11 +109,9 @@ class _Alternate:
     installed_version: int = -1
 
 
-@METHODS.register("crd")
 class CRD(Method):
     """Contrastive representation distillation: γ·CE + β·(NCE_s + NCE_t)."""
 
-    name = "crd"
     hparams = (
         gamma(1.0),
         beta(0.8),

@@ -48,7 +48,6 @@ from torch import nn
 
 from kdbench.methods.base import HParam, Method, MethodContext, Needs, Step, alpha, gamma
 from kdbench.methods.kd import distilled_logits, logit_std
-from kdbench.methods.registry import METHODS
 
 
 class _Reverse(torch.autograd.Function):
@@ -88,11 +87,9 @@ def kd_at(s: torch.Tensor, t: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     return kl * T * T
 
 
-@METHODS.register("ctkd")
 class CTKD(Method):
     """Curriculum temperature: γ·CE + α·τ²·KL(p_t^τ ‖ p_s^τ), τ learned through a GRL (−λ)."""
 
-    name = "ctkd"
     hparams = (
         gamma(0.1),
         alpha(0.9),

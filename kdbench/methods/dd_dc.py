@@ -37,7 +37,6 @@ import torch.nn.functional as F
 
 from kdbench.methods.base import HParam
 from kdbench.methods.dsa import DSA
-from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
     Matching,
@@ -75,11 +74,9 @@ def gradient_distance(g_syn: list[torch.Tensor], g_real: list[torch.Tensor]) -> 
     return total
 
 
-@METHODS.register("dd_dc")
 class DDDC(SyntheticSetMethod):
     """Gradient matching: per-class gradients on synthetic images follow those on real ones."""
 
-    name = "dd_dc"
     hparams = (
         ipc(10),
         HParam("iterations", 1000, kind="int", low=1, doc="outer iterations (reference 1,000)"),

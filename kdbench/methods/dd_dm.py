@@ -30,7 +30,6 @@ import torch
 
 from kdbench.methods.base import HParam
 from kdbench.methods.dsa import DSA
-from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
     Matching,
@@ -49,11 +48,9 @@ from kdbench.methods.synthetic import (
 )
 
 
-@METHODS.register("dd_dm")
 class DDDM(SyntheticSetMethod):
     """Distribution matching: per-class mean embeddings of fresh ConvNets, real vs synthetic."""
 
-    name = "dd_dm"
     hparams = (
         ipc(10),
         HParam(

@@ -23,13 +23,10 @@ every dd method.
 from __future__ import annotations
 
 from kdbench.methods.dd_dc import DDDC
-from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import dsa
 
 
-@METHODS.register("dd_dsa")
 class DDDSA(DDDC):
     """Gradient matching with differentiable siamese augmentation (DC + DSA)."""
 
-    name = "dd_dsa"
     hparams = tuple(dsa(True) if h.name == "dsa" else h for h in DDDC.hparams)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from kdbench.methods.base import Needs
-from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     SyntheticSet,
     SyntheticSetMethod,
@@ -43,11 +42,9 @@ def herding(features: torch.Tensor, k: int) -> list[int]:
     return chosen
 
 
-@METHODS.register("dd_herding")
 class DDHerding(SyntheticSetMethod):
     """``ipc`` real images per class chosen by herding in the teacher's embedding space."""
 
-    name = "dd_herding"
     hparams = (ipc(10), train_epochs(), dsa(False), *labels())
     training_hparams = (
         *SyntheticSetMethod.training_hparams,

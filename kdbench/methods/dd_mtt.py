@@ -83,7 +83,6 @@ from torch.func import functional_call
 
 from kdbench.methods.base import HParam, MethodContext, Reused, TrainingSet
 from kdbench.methods.experts import ExpertRecipe, Trajectory
-from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
     Matching,
@@ -230,11 +229,9 @@ class SavedBytes:
         return sum(self.storages.values()) / 2**20
 
 
-@METHODS.register("dd_mtt")
 class DDMTT(SyntheticSetMethod):
     """Matching training trajectories: N steps on the set follow M epochs of an expert."""
 
-    name = "dd_mtt"
     hparams = (
         ipc(10),
         HParam("iterations", 5000, kind="int", low=1, doc="distillation iterations (ref. 5,000)"),

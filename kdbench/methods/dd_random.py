@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     SyntheticSet,
     SyntheticSetMethod,
@@ -23,11 +22,9 @@ from kdbench.methods.synthetic import (
 )
 
 
-@METHODS.register("dd_random")
 class DDRandom(SyntheticSetMethod):
     """A seeded random subset of ``ipc`` real training images per class."""
 
-    name = "dd_random"
     hparams = (ipc(10), train_epochs(), dsa(False), *labels())
     training_hparams = (
         *SyntheticSetMethod.training_hparams,

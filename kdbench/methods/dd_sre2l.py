@@ -82,7 +82,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.methods.base import HParam, Needs
-from kdbench.methods.registry import METHODS
 from kdbench.methods.synthetic import (
     Deadline,
     SyntheticSet,
@@ -245,12 +244,10 @@ def passes(sizes: list[int], limit: int) -> list[tuple[int, int]]:
     return spans
 
 
-@METHODS.register("dd_sre2l")
 class DDSRe2L(SyntheticSetMethod):
     """SRe2L's recover: images from noise matching the teacher's BatchNorm statistics and
     classes; relabelled by the teacher's soft labels when the student trains on them."""
 
-    name = "dd_sre2l"
     hparams = (
         ipc(10),
         HParam(

@@ -20,7 +20,6 @@ import torch
 
 from kdbench.methods.base import HParam, Method, Needs, Step, beta, gamma, temperature
 from kdbench.methods.kd import distilled_logits, logit_std
-from kdbench.methods.registry import METHODS
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -38,11 +37,9 @@ def dist_terms(s: torch.Tensor, t: torch.Tensor, T: float) -> tuple[torch.Tensor
     return inter * T * T, intra * T * T
 
 
-@METHODS.register("dist")
 class DIST(Method):
     """DIST: γ·CE + β·τ²·(w_inter·(1 − ρ̄ per sample) + w_intra·(1 − ρ̄ per class))."""
 
-    name = "dist"
     hparams = (
         gamma(1.0),
         beta(2.0),

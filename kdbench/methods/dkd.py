@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from kdbench.methods.base import HParam, Method, Needs, SearchSpace, Step, beta, gamma, temperature
 from kdbench.methods.kd import distilled_logits, logit_std
-from kdbench.methods.registry import METHODS
 
 
 def dkd_terms(
@@ -43,11 +42,9 @@ def dkd_terms(
     return tckd, nckd
 
 
-@METHODS.register("dkd")
 class DKD(Method):
     """Decoupled KD: γ·CE + ramp·(α·TCKD + β·NCKD)."""
 
-    name = "dkd"
     hparams = (
         gamma(1.0),
         HParam("alpha", 1.0, low=0.0, search=SearchSpace(0.1, 4.0, log=True), doc="weight of TCKD"),

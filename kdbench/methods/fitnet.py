@@ -22,7 +22,6 @@ from torch import nn
 
 from kdbench.methods.at import paired_blocks
 from kdbench.methods.base import HParam, Method, MethodContext, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 
 
 class Regressor(nn.Module):
@@ -42,11 +41,9 @@ class Regressor(nn.Module):
         return self.body(f)
 
 
-@METHODS.register("fitnet")
 class FitNet(Method):
     """Hints: γ·CE + β·mean((r(f_s) − f_t)²) on one block."""
 
-    name = "fitnet"
     hparams = (
         gamma(1.0),
         beta(100.0),

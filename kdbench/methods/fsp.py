@@ -40,7 +40,6 @@ from torch import nn
 
 from kdbench.methods.at import match_spatial, paired_blocks
 from kdbench.methods.base import MethodContext, Needs, Step, gamma, missing_maps
-from kdbench.methods.registry import METHODS
 from kdbench.methods.stage import StagedMethod, init_share
 from kdbench.models.base import ModelOutput
 
@@ -66,11 +65,9 @@ def fsp_loss(s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.
     return total
 
 
-@METHODS.register("fsp")
 class FSP(StagedMethod):
     """Flow of solution procedure: stage Σ_i mean((G_i^s − G_i^t)²) on the student, then γ·CE."""
 
-    name = "fsp"
     hparams = (gamma(1.0), init_share())
     needs = Needs(teacher=True)
     trains_with_teacher = False

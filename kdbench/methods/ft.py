@@ -40,7 +40,6 @@ from torch import nn
 
 from kdbench.methods.at import attention_map, match_spatial
 from kdbench.methods.base import HParam, MethodContext, Needs, Step, beta, gamma, missing_maps
-from kdbench.methods.registry import METHODS
 from kdbench.methods.stage import StagedMethod, init_share
 from kdbench.models.base import ModelOutput
 
@@ -89,11 +88,9 @@ def factor_loss(factor_s: torch.Tensor, factor_t: torch.Tensor) -> torch.Tensor:
     return (attention_map(factor_s) - attention_map(factor_t)).abs().mean()
 
 
-@METHODS.register("ft")
 class FT(StagedMethod):
     """Factor transfer: stage mean((P(f_t) − f_t)²); then γ·CE + β·mean|a(T(f_s)) − a(E(f_t))|."""
 
-    name = "ft"
     hparams = (
         gamma(1.0),
         beta(200.0),

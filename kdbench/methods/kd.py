@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.base import HParam, Method, Needs, Step, alpha, gamma, temperature
-from kdbench.methods.registry import METHODS
 
 
 def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -64,11 +63,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (T * T)
 
 
-@METHODS.register("kd")
 class KD(Method):
     """Soft targets: γ·CE + α·T²·KL(p_t^T ‖ p_s^T)."""
 
-    name = "kd"
     hparams = (gamma(0.1), alpha(0.9), temperature(4.0), logit_std())
     needs = Needs(teacher=True)
 

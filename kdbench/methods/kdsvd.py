@@ -57,7 +57,6 @@ import torch
 
 from kdbench.methods.at import paired_blocks
 from kdbench.methods.base import HParam, Method, Needs, Step, beta, gamma, missing_maps
-from kdbench.methods.registry import METHODS
 from kdbench.models.base import ModelOutput
 
 STUDENT_EXTRA = 3
@@ -118,11 +117,9 @@ def kdsvd_loss(s_feats: list[torch.Tensor], t_feats: list[torch.Tensor], k: int)
     return total / s_feats[0].shape[0]
 
 
-@METHODS.register("kdsvd")
 class KDSVD(Method):
     """SVD distillation: γ·CE + β·(1/B)·Σ_l ‖RBF(v_s,l, v_s,l−1) − RBF(v_t,l, v_t,l−1)‖²."""
 
-    name = "kdsvd"
     hparams = (
         gamma(1.0),
         beta(1.0),

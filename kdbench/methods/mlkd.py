@@ -78,7 +78,6 @@ from kdbench.methods.base import (
     temperature,
 )
 from kdbench.methods.kd import kd_loss, logit_std, standardize
-from kdbench.methods.registry import METHODS
 
 EXTRA_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
 """The reference's fixed temperatures after the configured one."""
@@ -336,11 +335,9 @@ def mlkd_terms(
     return instance, cls, batch
 
 
-@METHODS.register("mlkd")
 class MLKD(Method):
     """Multi-level logits: γ·(CE_w + CE_s) + α·Σ_T (instance + batch + class) on weak/strong views."""
 
-    name = "mlkd"
     hparams = (
         gamma(0.1),
         HParam(

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from kdbench.methods.base import HParam, Method, Needs, Step, beta, gamma, temperature
 from kdbench.methods.kd import distilled_logits, logit_std
-from kdbench.methods.registry import METHODS
 
 
 def nkd_terms(
@@ -44,11 +43,9 @@ def nkd_terms(
     return target, -cross * T * T
 
 
-@METHODS.register("nkd")
 class NKD(Method):
     """Normalized KD: γ·CE + α·(−t_y log s_y) + β·T²·CE(t̂ ‖ ŝ) over the non-target classes."""
 
-    name = "nkd"
     hparams = (
         gamma(1.0),
         HParam("alpha", 1.0, low=0.0, doc="weight of the target term"),

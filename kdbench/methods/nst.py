@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from kdbench.methods.at import over_blocks
 from kdbench.methods.base import Method, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 
 
 def _channels(f: torch.Tensor) -> torch.Tensor:
@@ -47,11 +46,9 @@ def nst_loss(s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.
     return over_blocks(s_feats, t_feats, lambda fs, ft: nst_block_loss(fs, ft.detach()))
 
 
-@METHODS.register("nst")
 class NST(Method):
     """Neuron selectivity transfer: γ·CE + β·Σ_blocks MMD²_poly2(ŝ, t̂)."""
 
-    name = "nst"
     hparams = (gamma(1.0), beta(50.0))
     needs = Needs(teacher=True)
 

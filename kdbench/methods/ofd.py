@@ -72,7 +72,6 @@ from kdbench.methods.base import (
     gamma,
     missing_maps,
 )
-from kdbench.methods.registry import METHODS
 from kdbench.models.base import ModelOutput
 
 CDF_FLOOR = 0.001
@@ -131,11 +130,9 @@ def _last(items: Sequence[Any], k: int) -> list[Any]:
     return list(items[len(items) - k :])
 
 
-@METHODS.register("ofd")
 class OFD(Method):
     """Overhaul of FD: γ·CE + β·Σ_i 2^−(k−1−i)·d_partial-L2(r(s_i^pre), pool(t_i^pre); m)."""
 
-    name = "ofd"
     hparams = (
         gamma(1.0),
         beta(0.001),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from kdbench.methods.base import Method, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 
 
 def similarity_distribution(e: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -26,11 +25,9 @@ def pkt_loss(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-7) -> torch.Tenso
     return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
 
 
-@METHODS.register("pkt")
 class PKT(Method):
     """Probabilistic knowledge transfer: γ·CE + β·KL(P_t ‖ P_s) of batch similarity distributions."""
 
-    name = "pkt"
     hparams = (gamma(1.0), beta(30000.0))
     needs = Needs(teacher=True)
 

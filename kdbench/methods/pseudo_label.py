@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.base import HParam, Method, Needs, SearchSpace, Step
-from kdbench.methods.registry import METHODS
 
 
 def labeled_mask(index: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -33,11 +32,9 @@ def labeled_mask(index: torch.Tensor, fraction: float) -> torch.Tensor:
     return ((index * 2654435761) % 2**32).double() / 2**32 < fraction
 
 
-@METHODS.register("pseudo_label")
 class PseudoLabel(Method):
     """Pseudo-labels: CE on the teacher's confident argmax, γ·CE on the labelled share."""
 
-    name = "pseudo_label"
     hparams = (
         HParam("gamma", 1.0, low=0.0, doc="weight of cross-entropy on the labelled share"),
         HParam(

@@ -24,7 +24,14 @@ def _check(name: str, obj: type[Method]) -> None:
         raise TypeError(f"method {name!r} declares a hyperparameter twice: {names}")
 
 
-METHODS: Registry[type[Method]] = Registry("method", check=_check)
+def _bind(name: str, obj: type[Method]) -> None:
+    """A class registered under ``name`` is that method: it learns its name here (a class that
+    writes one itself, as a user's plugin may, must write the same)."""
+    if inspect.isclass(obj) and issubclass(obj, Method) and "name" not in vars(obj):
+        obj.name = name
+
+
+METHODS: Registry[type[Method]] = Registry("method", check=_check, bind=_bind)
 
 
 def method_class(name: str) -> type[Method]:

@@ -61,7 +61,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.methods.base import HParam, Method, MethodContext, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 from kdbench.models.base import ModelOutput
 
 HCL_LEVELS = (4, 2, 1)
@@ -133,11 +132,9 @@ def stages(
     return s, t
 
 
-@METHODS.register("reviewkd")
 class ReviewKD(Method):
     """Knowledge review: γ·CE + β·ramp·Σ_stages HCL(ABF-fused student stages, teacher stages)."""
 
-    name = "reviewkd"
     hparams = (
         gamma(1.0),
         beta(5.0),

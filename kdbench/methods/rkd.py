@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.base import HParam, Method, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 
 
 def pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -43,11 +42,9 @@ def angle_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(angles(s), a_t)
 
 
-@METHODS.register("rkd")
 class RKD(Method):
     """Relational KD: γ·CE + β·(w_dist·L_dist + w_angle·L_angle)."""
 
-    name = "rkd"
     hparams = (
         gamma(1.0),
         beta(1.0),

@@ -6,14 +6,11 @@ The floor every method is measured against; added to every pair automatically.
 from __future__ import annotations
 
 from kdbench.methods.base import Method, Needs
-from kdbench.methods.registry import METHODS
 
 
-@METHODS.register("scratch")
 class Scratch(Method):
     """Cross-entropy on the true labels: L = CE(s, y). No teacher."""
 
-    name = "scratch"
     hparams = ()
     needs = Needs(teacher=False)
     combinable = False

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.base import Method, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 
 
 def similarity(f: torch.Tensor) -> torch.Tensor:
@@ -23,11 +22,9 @@ def sp_loss(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
     return (similarity(ft) - similarity(fs)).pow(2).sum() / (b * b)
 
 
-@METHODS.register("sp")
 class SP(Method):
     """Similarity preserving: γ·CE + β·‖G_t − G_s‖² / B²."""
 
-    name = "sp"
     hparams = (gamma(1.0), beta(3000.0))
     needs = Needs(teacher=True)
 

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from kdbench.methods.base import Method, Needs, Step, beta, gamma, temperature
 from kdbench.methods.kd import distilled_logits, logit_std
-from kdbench.methods.registry import METHODS
 
 
 def transformed_teacher(t: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,11 +51,9 @@ def ttm_loss(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
     return kl.mean()
 
 
-@METHODS.register("ttm")
 class TTM(Method):
     """Transformed teacher matching: γ·CE + β·KL(softmax(t)^{1/T}/Σ ‖ softmax(s))."""
 
-    name = "ttm"
     hparams = (gamma(1.0), beta(45.0), temperature(10.0), logit_std())
     needs = Needs(teacher=True)
 

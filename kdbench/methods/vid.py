@@ -29,7 +29,6 @@ from torch import nn
 
 from kdbench.methods.at import match_spatial, paired_blocks
 from kdbench.methods.base import HParam, Method, MethodContext, Needs, Step, beta, gamma
-from kdbench.methods.registry import METHODS
 
 
 class VIDHead(nn.Module):
@@ -59,11 +58,9 @@ class VIDHead(nn.Module):
         return (0.5 * ((mean - ft) ** 2 / var + torch.log(var))).mean()
 
 
-@METHODS.register("vid")
 class VID(Method):
     """Variational information distillation: γ·CE + β·Σ_blocks NLL of f_t under N(μ(f_s), σ²)."""
 
-    name = "vid"
     hparams = (
         gamma(1.0),
         beta(1.0),

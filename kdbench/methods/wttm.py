@@ -23,7 +23,6 @@ import torch
 
 from kdbench.methods.base import Method, Needs, Step, beta, gamma, temperature
 from kdbench.methods.kd import distilled_logits, logit_std
-from kdbench.methods.registry import METHODS
 from kdbench.methods.ttm import ttm_per_sample
 
 
@@ -33,11 +32,9 @@ def wttm_loss(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
     return (norm * kl).mean()
 
 
-@METHODS.register("wttm")
 class WTTM(Method):
     """Weighted TTM: γ·CE + β·Σ_j p_t,j^{1/T} · KL(softmax(t)^{1/T}/Σ ‖ softmax(s))."""
 
-    name = "wttm"
     hparams = (gamma(1.0), beta(4.0), temperature(5.0), logit_std())
     needs = Needs(teacher=True)
 

@@ -65,19 +65,19 @@ class SmallCNN(KDModel):
         return [cast(nn.BatchNorm2d, cast(nn.Sequential, b)[1]) for b in self.blocks]
 
 
-@MODELS.register("cnn_wide")
+@MODELS.register()
 def cnn_wide(*, num_classes: int, input_shape: tuple[int, ...]) -> SmallCNN:
     """Small CNN, widths 32-64-128: the wide teacher."""
     return SmallCNN((32, 64, 128), num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("cnn_small")
+@MODELS.register()
 def cnn_small(*, num_classes: int, input_shape: tuple[int, ...]) -> SmallCNN:
     """Small CNN, widths 16-32-64."""
     return SmallCNN((16, 32, 64), num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("cnn_tiny")
+@MODELS.register()
 def cnn_tiny(*, num_classes: int, input_shape: tuple[int, ...]) -> SmallCNN:
     """Small CNN, widths 4-8-8: the tiny student."""
     return SmallCNN((4, 8, 8), num_classes=num_classes, input_shape=input_shape)

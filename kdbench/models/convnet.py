@@ -56,13 +56,13 @@ class ConvNet(KDModel):
         return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=preact)
 
 
-@MODELS.register("convnet3")
+@MODELS.register()
 def convnet3(*, num_classes: int, input_shape: tuple[int, ...]) -> ConvNet:
     """ConvNet-3, width 128, instance norm, average pooling: dataset distillation's network."""
     return ConvNet(num_classes=num_classes, input_shape=input_shape, width=128, depth=3)
 
 
-@MODELS.register("convnet_sized")
+@MODELS.register()
 def convnet_sized(*, num_classes: int, input_shape: tuple[int, ...]) -> ConvNet:
     """The ConvNet the dataset-distillation methods match with by default, sized to the images
     (``matching_size``): ConvNet-3 of width 128 on images of 28 px and

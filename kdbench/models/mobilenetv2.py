@@ -137,7 +137,7 @@ class MobileNetV2(KDModel):
         return out
 
 
-@MODELS.register("mobilenetv2")
+@MODELS.register()
 def mobilenetv2(*, num_classes: int, input_shape: tuple[int, ...]) -> MobileNetV2:
     """CIFAR MobileNetV2 at width 0.5 (RepDistiller's mobile_half)."""
     return MobileNetV2(num_classes=num_classes, input_shape=input_shape, width=0.5)

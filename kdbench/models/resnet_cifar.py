@@ -120,55 +120,55 @@ _BASE = (16, 16, 32, 64)
 _X4 = (32, 64, 128, 256)
 
 
-@MODELS.register("resnet8")
+@MODELS.register()
 def resnet8(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-8 (1 block per stage, widths 16-32-64)."""
     return CifarResNet(8, _BASE, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet14")
+@MODELS.register()
 def resnet14(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-14 (2 blocks per stage, widths 16-32-64)."""
     return CifarResNet(14, _BASE, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet20")
+@MODELS.register()
 def resnet20(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-20 (3 blocks per stage, widths 16-32-64)."""
     return CifarResNet(20, _BASE, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet32")
+@MODELS.register()
 def resnet32(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-32 (5 blocks per stage, widths 16-32-64)."""
     return CifarResNet(32, _BASE, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet44")
+@MODELS.register()
 def resnet44(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-44 (7 blocks per stage, widths 16-32-64)."""
     return CifarResNet(44, _BASE, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet56")
+@MODELS.register()
 def resnet56(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-56 (9 blocks per stage, widths 16-32-64)."""
     return CifarResNet(56, _BASE, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet110")
+@MODELS.register()
 def resnet110(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-110 (18 blocks per stage, widths 16-32-64)."""
     return CifarResNet(110, _BASE, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet8x4")
+@MODELS.register()
 def resnet8x4(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-8, four times wider (stem 32, stages 64-128-256)."""
     return CifarResNet(8, _X4, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet32x4")
+@MODELS.register()
 def resnet32x4(*, num_classes: int, input_shape: tuple[int, ...]) -> CifarResNet:
     """CIFAR ResNet-32, four times wider (stem 32, stages 64-128-256)."""
     return CifarResNet(32, _X4, num_classes=num_classes, input_shape=input_shape)

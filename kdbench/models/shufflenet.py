@@ -200,7 +200,7 @@ class ShuffleNetV2(KDModel):
         return ModelOutput(logits=self.fc(emb), feats=feats, embedding=emb, preact=preact)
 
 
-@MODELS.register("shufflenet_v1")
+@MODELS.register()
 def shufflenet_v1(*, num_classes: int, input_shape: tuple[int, ...]) -> ShuffleNetV1:
     """CIFAR ShuffleNet V1, groups 3 (widths 240-480-960; RepDistiller's ShuffleV1)."""
     return ShuffleNetV1(
@@ -208,7 +208,7 @@ def shufflenet_v1(*, num_classes: int, input_shape: tuple[int, ...]) -> ShuffleN
     )
 
 
-@MODELS.register("shufflenet_v2")
+@MODELS.register()
 def shufflenet_v2(*, num_classes: int, input_shape: tuple[int, ...]) -> ShuffleNetV2:
     """CIFAR ShuffleNet V2, size 1× (widths 116-232-464, last conv 1024; RepDistiller's ShuffleV2)."""
     return ShuffleNetV2(

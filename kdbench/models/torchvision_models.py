@@ -142,25 +142,25 @@ class TorchvisionMobileNetV2(KDModel):
         return ModelOutput(logits=logits, feats=feats, embedding=emb, preact=list(feats))
 
 
-@MODELS.register("resnet18")
+@MODELS.register()
 def resnet18(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionResNet:
     """torchvision ResNet-18 (ImageNet stem), untrained."""
     return TorchvisionResNet("resnet18", num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet34")
+@MODELS.register()
 def resnet34(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionResNet:
     """torchvision ResNet-34 (ImageNet stem), untrained."""
     return TorchvisionResNet("resnet34", num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet50")
+@MODELS.register()
 def resnet50(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionResNet:
     """torchvision ResNet-50 (ImageNet stem, bottleneck blocks), untrained."""
     return TorchvisionResNet("resnet50", num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("resnet50_cifar")
+@MODELS.register()
 def resnet50_cifar(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionResNet:
     """ResNet-50 with a CIFAR stem (3×3 stride-1 conv, no max pool; RepDistiller's ResNet50)."""
     return TorchvisionResNet(
@@ -168,7 +168,7 @@ def resnet50_cifar(*, num_classes: int, input_shape: tuple[int, ...]) -> Torchvi
     )
 
 
-@MODELS.register("mobilenet_v2")
+@MODELS.register()
 def mobilenet_v2(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionMobileNetV2:
     """torchvision MobileNetV2, width 1.0 (ImageNet strides), untrained."""
     return TorchvisionMobileNetV2(num_classes=num_classes, input_shape=input_shape)

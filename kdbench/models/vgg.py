@@ -97,31 +97,31 @@ class VGG(KDModel):
         return [cast(nn.BatchNorm2d, cast(nn.Sequential, g)[-1]) for g in list(self.groups)[1:]]
 
 
-@MODELS.register("vgg8")
+@MODELS.register()
 def vgg8(*, num_classes: int, input_shape: tuple[int, ...]) -> VGG:
     """VGG-8 with BN: one conv per group (RepDistiller's cfg 'S')."""
     return VGG((1, 1, 1, 1, 1), num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("vgg11")
+@MODELS.register()
 def vgg11(*, num_classes: int, input_shape: tuple[int, ...]) -> VGG:
     """VGG-11 with BN (configuration A)."""
     return VGG((1, 1, 2, 2, 2), num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("vgg13")
+@MODELS.register()
 def vgg13(*, num_classes: int, input_shape: tuple[int, ...]) -> VGG:
     """VGG-13 with BN (configuration B)."""
     return VGG((2, 2, 2, 2, 2), num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("vgg16")
+@MODELS.register()
 def vgg16(*, num_classes: int, input_shape: tuple[int, ...]) -> VGG:
     """VGG-16 with BN (configuration D)."""
     return VGG((2, 2, 3, 3, 3), num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("vgg19")
+@MODELS.register()
 def vgg19(*, num_classes: int, input_shape: tuple[int, ...]) -> VGG:
     """VGG-19 with BN (configuration E)."""
     return VGG((2, 2, 4, 4, 4), num_classes=num_classes, input_shape=input_shape)

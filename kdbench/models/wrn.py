@@ -109,25 +109,25 @@ class WideResNet(KDModel):
         return [cast(PreActBlock, s[0]).bn1 for s in stages[1:]] + [self.bn]
 
 
-@MODELS.register("wrn_16_1")
+@MODELS.register()
 def wrn_16_1(*, num_classes: int, input_shape: tuple[int, ...]) -> WideResNet:
     """WRN-16-1: 2 blocks per stage, widths 16-32-64."""
     return WideResNet(16, 1, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("wrn_16_2")
+@MODELS.register()
 def wrn_16_2(*, num_classes: int, input_shape: tuple[int, ...]) -> WideResNet:
     """WRN-16-2: 2 blocks per stage, widths 32-64-128."""
     return WideResNet(16, 2, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("wrn_40_1")
+@MODELS.register()
 def wrn_40_1(*, num_classes: int, input_shape: tuple[int, ...]) -> WideResNet:
     """WRN-40-1: 6 blocks per stage, widths 16-32-64."""
     return WideResNet(40, 1, num_classes=num_classes, input_shape=input_shape)
 
 
-@MODELS.register("wrn_40_2")
+@MODELS.register()
 def wrn_40_2(*, num_classes: int, input_shape: tuple[int, ...]) -> WideResNet:
     """WRN-40-2: 6 blocks per stage, widths 32-64-128."""
     return WideResNet(40, 2, num_classes=num_classes, input_shape=input_shape)

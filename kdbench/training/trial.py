@@ -28,7 +28,6 @@ from kdbench._version import __version__
 from kdbench.data import DataBundle
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.experts import ExpertRecipe
-from kdbench.methods.scratch import Scratch
 from kdbench.models import KDModel, build_model, count_macs, count_params
 from kdbench.plan import ExpertSpec, StudentSpec, TeacherSpec, TrialSpec
 from kdbench.results.layout import ArtifactKey, student_artifact
@@ -331,7 +330,7 @@ def _teacher_trial(
         result = fit(
             model,
             data,
-            method=Scratch({}, ctx).to(device),
+            method=method_class("scratch")({}, ctx).to(device),
             budget=spec.budget,
             epochs=spec.epochs,
             seed=spec.seed,
