@@ -89,7 +89,7 @@ def run(
     cluster (default: a private local one, shut down afterwards; a Ray already initialised
     in this process is used as it is). ``progress``: None shows it (in place in a notebook,
     a line per trial elsewhere), False keeps quiet. ``mlflow``: a tracking URI every trial
-    is logged to as it finishes (``kdbench.results.mlflow_export``).
+    is logged to as it finishes (``kdbench.results.mlflow``).
 
     Raises ``KdbenchError`` (``SuiteError`` for the suite) with the command line's message.
     """

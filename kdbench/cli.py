@@ -287,7 +287,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from kdbench.results.mlflow_export import export
+    from kdbench.results.mlflow import export
 
     print(export(args.dir, args.mlflow, experiment=args.experiment).line())
     return 0

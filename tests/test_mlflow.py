@@ -33,8 +33,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from kdbench.cli import main  # noqa: E402
 from kdbench.errors import KdbenchError  # noqa: E402
 from kdbench.models import build_model  # noqa: E402
-from kdbench.results import load, mlflow_export  # noqa: E402
-from kdbench.results.mlflow_export import export  # noqa: E402
+from kdbench.results import load  # noqa: E402
+from kdbench.results.mlflow import Experiment, export, live  # noqa: E402
 from kdbench.validation import load_suite  # noqa: E402
 from tests.conftest import write_suite  # noqa: E402
 
@@ -142,7 +142,7 @@ def ran(ray_local, server, tmp_path_factory):
     suite = write_suite(where, yaml.safe_dump(TUNED))
     results = where / "results"
     seen: dict = {}
-    real = mlflow_export.export
+    real = live.export  # the run's end (LiveLogger.catch_up) calls it from there
 
     def spy(results_dir, uri, **kwargs):
         seen["before"] = server_runs(server, "kdbench/mlf")
@@ -151,7 +151,7 @@ def ran(ray_local, server, tmp_path_factory):
 
     err = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
-        mp.setattr(mlflow_export, "export", spy)
+        mp.setattr(live, "export", spy)
         rc = main(["run", str(suite), "--results", str(results), "--mlflow", server])
     return SimpleNamespace(
         rc=rc, suite=suite, results=results, rows=load(results), stderr=err.getvalue(), **seen
@@ -162,6 +162,7 @@ def ms(iso: str) -> int:
     return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
 
 
+@pytest.mark.slow
 def test_a_run_with_mlflow_logs_every_trial_as_it_finishes(ran, server):
     assert ran.rc == 0, ran.stderr
     rows = ran.rows
@@ -186,6 +187,7 @@ def test_a_run_with_mlflow_logs_every_trial_as_it_finishes(ran, server):
     assert parent["tags"]["kdbench.run_id"] == run_id
 
 
+@pytest.mark.slow
 def test_export_to_sqlite_nests_runs_with_params_metrics_curves_and_tags(
     ran, tmp_path, monkeypatch
 ):
@@ -321,13 +323,14 @@ def failing_suite(tmp_path: Path) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_a_retried_trial_replaces_its_run_and_a_failing_store_does_not_stop_the_run(
     ray_local, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
     suite, results = failing_suite(tmp_path), tmp_path / "results"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    real, calls = mlflow_export.Experiment.trial, []
+    real, calls = Experiment.trial, []
 
     def flaky(self, *args, **kwargs):  # the store fails once, mid-run
         calls.append(1)
@@ -335,7 +338,7 @@ def test_a_retried_trial_replaces_its_run_and_a_failing_store_does_not_stop_the_
             raise mlflow.exceptions.MlflowException("the tracking store went away")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(mlflow_export.Experiment, "trial", flaky)
+    monkeypatch.setattr(Experiment, "trial", flaky)
     assert main(["run", str(suite), "--results", str(results), "--mlflow", uri]) == 0
     err = capsys.readouterr().err
     assert err.count("kdbench: warning:") == 1 and "the tracking store went away" in err
@@ -362,7 +365,7 @@ def test_a_retried_trial_replaces_its_run_and_a_failing_store_does_not_stop_the_
     teacher = first[first.phase == "teacher"].iloc[0]
     assert "does not fit cnn_wide" in teacher.error
 
-    monkeypatch.setattr(mlflow_export.Experiment, "trial", real)
+    monkeypatch.setattr(Experiment, "trial", real)
     args = ["run", str(suite), "--results", str(results), "--retry-failed", "--mlflow", uri]
     assert main(args) == 0
     err = capsys.readouterr().err

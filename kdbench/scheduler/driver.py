@@ -34,7 +34,7 @@ from kdbench.tuning.studies import StudyBook
 from kdbench.tuning.tuner import Tuner, book_args
 
 if TYPE_CHECKING:
-    from kdbench.results.mlflow_export import LiveLogger
+    from kdbench.results.mlflow import LiveLogger
 
 
 @dataclass
@@ -220,7 +220,7 @@ def run_suite(
     """Run (or resume) a suite; finished trials in ``results_dir`` (a directory, or a URI such
     as ``s3://bucket/prefix``) are skipped. ``mlflow``: a tracking URI each row is logged to
     as it is written, and the whole directory exported to at the end (see
-    ``kdbench.results.mlflow_export``); the tracking server failing never stops the run."""
+    ``kdbench.results.mlflow``); the tracking server failing never stops the run."""
     mirror = None
     if results_dir is not None and is_uri(str(results_dir)):
         mirror = Mirror(str(results_dir))
@@ -232,7 +232,7 @@ def run_suite(
         expand(suite), root, retry_failed=retry_failed, progress=progress, live=live, mirror=mirror
     )
     if mlflow:
-        from kdbench.results.mlflow_export import LiveLogger
+        from kdbench.results.mlflow import LiveLogger
 
         # mlflow missing or a tracking URI it cannot use: a KdbenchError before anything runs
         driver.mlflow = LiveLogger(mlflow, suite, driver.run_id, root)
