@@ -18,6 +18,7 @@ from kdbench.plan.specs import (
     TeacherSpec,
     TrialSpec,
 )
+from kdbench.results.schema import Phase
 from kdbench.spec import Budget, Suite, TeacherRef, digest
 
 
@@ -172,7 +173,7 @@ def teacher_spec(
 
 
 def _student_spec(
-    phase: str,
+    phase: Phase,
     suite: Suite,
     cell: Cell,
     teacher: TeacherSpec,

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from kdbench.methods import method_class
+from kdbench.results.schema import Phase
 from kdbench.spec import (
     PROTOCOL_VERSION,
     Budget,
@@ -52,7 +53,7 @@ class TrialSpec:
     rows and ids are built one way.
     """
 
-    phase: str  # teacher | tune | final
+    phase: Phase
     dataset: str
     teacher: TeacherRef
     seed: int
@@ -114,7 +115,7 @@ class TeacherSpec(TrialSpec):
     checkpoint (then ``epochs`` is 0), and shared by every student trial that names it. Its
     row says ``teacher`` in the ``method`` column and has no student."""
 
-    phase: str = "teacher"
+    phase: Phase = "teacher"
     checkpoint_sha256: str | None = None  # type: ignore[misc]
     """Loaded from a checkpoint: the file's content hash (part of the id)."""
 
@@ -141,7 +142,7 @@ class ExpertSpec(TeacherSpec):
     teacher is: it runs first, its trajectory is cached under its trial id, and its row says
     ``expert`` in the ``phase`` and ``method`` columns, with the expert's own accuracies."""
 
-    phase: str = "expert"
+    phase: Phase = "expert"
     hparams: tuple[tuple[str, Any], ...] = ()  # type: ignore[misc]
     """The recipe (``kdbench.methods.experts.ExpertRecipe``'s fields)."""
 

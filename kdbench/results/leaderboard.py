@@ -53,63 +53,11 @@ import pandas as pd
 from scipy import stats
 
 from kdbench.results import ddranking
+from kdbench.results.metrics import COST_COLUMNS, OVERALL_COLUMNS, PAIR_COLUMNS, PAIR_KEYS
+from kdbench.results.schema import TUNING_PHASES
 
-PAIR_KEYS = ["dataset", "teacher", "student"]
-PAIR_COLUMNS = [
-    *PAIR_KEYS,
-    "method",
-    "n",
-    "mean",
-    "std",
-    "ci95",
-    "delta_scratch",
-    "gap_closed",
-    "rank",
-    "rank_lo",
-    "rank_hi",
-    "p_best",
-    "p_vs_best",
-    "tied_with_best",
-    "p_vs_kd",
-    "significant",
-    "best_epoch_gain",
-    "teacher_acc",
-    "ipc",
-    "ior",
-    "hlr",
-    "dd_score",
-    "published",
-    "delta_published",
-    "published_source",
-]
-OVERALL_COLUMNS = [
-    "method",
-    "pairs",
-    "avg_rank",
-    "win_rate",
-    "wins",
-    "mean_delta_scratch",
-    "mean_best_epoch_gain",
-]
-COST_COLUMNS = [
-    *PAIR_KEYS,
-    "method",
-    "tune_trials",
-    "tune_pruned",
-    "tune_failed",
-    "confirm_trials",
-    "final_trials",
-    "tune_cpu_hours",
-    "tune_gpu_hours",
-    "cpu_hours",
-    "gpu_hours",
-    "seconds_per_trial",
-    "student_params",
-    "images_seen",
-]
 BASELINE = "kd"
 """The method every other is tested against (Welch's t-test)."""
-TUNING_PHASES = ("tune", "confirm")
 """The phases that spend a method's tuning budget: the search, and the reruns of its best
 settings on more tuning seeds."""
 ALPHA = 0.05

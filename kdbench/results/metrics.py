@@ -19,10 +19,10 @@ class Metric:
 
 
 PAIR_METRICS: tuple[Metric, ...] = (
+    Metric("n", "n", higher_is_better=None, digits=0),
     Metric("mean", "test acc (%)", percent=True, unit="%"),
     Metric("std", "std", higher_is_better=None, percent=True),
     Metric("ci95", "95% CI ±", higher_is_better=None, percent=True),
-    Metric("n", "n", higher_is_better=None, digits=0),
     Metric("delta_scratch", "Δ scratch", percent=True, signed=True),
     Metric("gap_closed", "gap closed (%)", percent=True),
     Metric("rank", "rank", higher_is_better=False, digits=0),
@@ -30,21 +30,27 @@ PAIR_METRICS: tuple[Metric, ...] = (
     Metric("rank_hi", "rank 95% (high)", higher_is_better=None, digits=0),
     Metric("p_best", "P(best) (%)", higher_is_better=None, percent=True, digits=1),
     Metric("p_vs_best", "p vs best", higher_is_better=None, digits=3),
+    Metric("tied_with_best", "tied with best", higher_is_better=None),
     Metric("p_vs_kd", "p vs kd", higher_is_better=None, digits=3),
+    Metric("significant", "significant vs kd", higher_is_better=None),
     # Not a score: the inflation best-epoch reporting would bring, never the result.
     Metric("best_epoch_gain", "best − last", higher_is_better=None, percent=True, signed=True),
+    Metric("teacher_acc", "teacher acc (%)", higher_is_better=None, percent=True),
+    Metric("ipc", "ipc", higher_is_better=None, digits=0),
     Metric("ior", "IOR", percent=True, signed=True),
     Metric("hlr", "HLR", higher_is_better=False, percent=True, signed=True),
     Metric("dd_score", "LRS", digits=3),
     Metric("published", "published (%)", higher_is_better=None, percent=True),
     Metric("delta_published", "Δ published", higher_is_better=None, percent=True, signed=True),
+    Metric("published_source", "published source", higher_is_better=None),
 )
+"""The per-pair table's columns after the pair and the method, in order."""
 
 OVERALL_METRICS: tuple[Metric, ...] = (
+    Metric("pairs", "pairs", higher_is_better=None, digits=0),
     Metric("avg_rank", "avg rank", higher_is_better=False),
     Metric("win_rate", "win rate (%)", percent=True),
     Metric("wins", "pairs won", digits=0),
-    Metric("pairs", "pairs", higher_is_better=None, digits=0),
     Metric("mean_delta_scratch", "mean Δ scratch", percent=True, signed=True),
     Metric(
         "mean_best_epoch_gain", "mean best − last", higher_is_better=None, percent=True, signed=True
@@ -68,3 +74,8 @@ COST_METRICS: tuple[Metric, ...] = (
 )
 
 METRICS = {m.column: m for m in PAIR_METRICS + OVERALL_METRICS + COST_METRICS}
+
+PAIR_KEYS = ["dataset", "teacher", "student"]
+PAIR_COLUMNS = [*PAIR_KEYS, "method", *(m.column for m in PAIR_METRICS)]
+OVERALL_COLUMNS = ["method", *(m.column for m in OVERALL_METRICS)]
+COST_COLUMNS = [*PAIR_KEYS, "method", *(m.column for m in COST_METRICS)]

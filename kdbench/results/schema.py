@@ -6,6 +6,8 @@ another reads back as one typed column, with any Parquet reader.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 3
@@ -69,5 +71,12 @@ SCHEMA = pa.schema(
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
-PHASES = ("teacher", "tune", "confirm", "final")
-STATUSES = ("ok", "failed", "pruned")
+Phase = Literal["teacher", "expert", "tune", "confirm", "final"]
+"""A row's ``phase``: a teacher, an expert trajectory (dd_mtt's), a tuning trial, a tuning
+setting rerun at a further seed, or a final trial scored on test."""
+PHASES: tuple[Phase, ...] = get_args(Phase)
+TUNING_PHASES: tuple[Phase, ...] = ("tune", "confirm")
+"""The phases scored on `val` alone, inside a study."""
+Status = Literal["ok", "failed", "pruned"]
+"""A row's ``status``: trained to the end, failed with its ``error``, or stopped by the pruner."""
+STATUSES: tuple[Status, ...] = get_args(Status)
