@@ -44,3 +44,31 @@ def write_suite(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+SMALL_SUITE = {
+    "name": "t",
+    "datasets": ["synthetic"],
+    "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
+    "methods": ["kd"],
+    "seeds": [0],
+    "budget": {"epochs": 2},
+    "teacher": {"epochs": 2},
+    "tuning": {"trials": 0},
+}
+"""The tests' suite: trained in seconds (the synthetic set, cnn_small → cnn_tiny, kd, seed 0,
+two epochs, nothing tuned)."""
+
+
+def small_suite(**over):
+    """``SMALL_SUITE`` with ``over`` replacing whole top-level keys, read and validated."""
+    from kdbench.validation import parse_suite
+
+    return parse_suite({**SMALL_SUITE, **over})
+
+
+def small_plan(**over):
+    """The plan of ``small_suite(**over)``."""
+    from kdbench.plan import expand
+
+    return expand(small_suite(**over))

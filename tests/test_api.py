@@ -26,6 +26,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_run_takes_a_mapping_and_returns_dataframes(tmp_path, ray_local):
     result = kdbench.run(TINY, results=tmp_path / "r", progress=False)
     s = result.summary.iloc[0]
@@ -58,6 +59,7 @@ def test_run_takes_a_file_and_the_same_suite_as_a_mapping_is_the_same_suite(tmp_
     assert load("quickstart.yaml").sha256() == load(REPO / "suites" / "quickstart.yaml").sha256()
 
 
+@pytest.mark.slow
 def test_errors_are_the_command_lines_as_exceptions(tmp_path):
     bad = dict(TINY, methods=["kd", "kdd"])
     path = write_suite(tmp_path, yaml.safe_dump(bad))

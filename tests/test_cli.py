@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from kdbench.registry import Registry
 from kdbench.scheduler.progress import Progress
 from tests.conftest import REPO
@@ -18,6 +20,7 @@ def kdbench(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_list_shows_what_the_registries_hold():
     methods = kdbench("list", "methods")
     assert methods.returncode == 0
@@ -103,6 +106,7 @@ def test_a_users_package_registers_through_an_entry_point(tmp_path, monkeypatch)
     assert widgets.get("tiny_mlp")(num_classes=3, input_shape=(1, 2, 2)) == ("model", 3, (1, 2, 2))
 
 
+@pytest.mark.slow
 def test_leaderboard_formats_report_and_compact_from_the_command_line(tmp_path):
     from kdbench.results import store
     from tests.test_results import row
@@ -133,6 +137,7 @@ def test_leaderboard_formats_report_and_compact_from_the_command_line(tmp_path):
     assert kdbench("report", "/no/such/dir").returncode == 2
 
 
+@pytest.mark.slow
 def test_a_wrong_cluster_address_is_refused_at_once_in_one_line(tmp_path):
     import socket
 
@@ -148,6 +153,7 @@ def test_a_wrong_cluster_address_is_refused_at_once_in_one_line(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_every_shipped_suite_dry_runs_without_training(tmp_path):
     for suite in sorted((REPO / "suites").glob("*.yaml")):
         proc = kdbench("run", str(suite), "--results", str(tmp_path / suite.stem), "--dry-run")
@@ -156,6 +162,7 @@ def test_every_shipped_suite_dry_runs_without_training(tmp_path):
         assert not (tmp_path / suite.stem / "trials").exists()
 
 
+@pytest.mark.slow
 def test_a_dry_run_gives_gpu_hours_only_from_rates_measured_on_a_gpu(tmp_path):
     import json
     import os

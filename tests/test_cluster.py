@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -27,6 +29,7 @@ def run_script(module: str) -> dict:
     return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
 
+@pytest.mark.slow
 def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run():
     seen = run_script("tests.cluster_nodes")
     assert seen["nodes"] == 3
@@ -47,6 +50,7 @@ def test_three_nodes_spread_pack_quarter_gpus_and_survive_a_node_removed_mid_run
     assert seen["killed_nodes"] and seen["victim"] not in seen["killed_nodes"], seen
 
 
+@pytest.mark.slow
 def test_a_trial_killed_for_memory_is_one_failed_row_after_one_retry():
     seen = run_script("tests.cluster_oom")
     # Ray's memory monitor killed it; kdbench lets Ray run it once more, not fifteen times

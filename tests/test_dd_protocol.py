@@ -15,22 +15,11 @@ from kdbench.plan import expand
 from kdbench.results.ddranking import evaluation
 from kdbench.results.leaderboard import leaderboard
 from kdbench.training.trial import RunInfo, run_student, run_teacher
-from kdbench.validation import parse_suite
+from tests.conftest import small_suite
 
 
 def dd_suite(methods, **extra):
-    raw = {
-        "name": "dd",
-        "datasets": ["synthetic"],
-        "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
-        "methods": methods,
-        "seeds": [0],
-        "budget": {"epochs": 2, "batch_size": 32},
-        "teacher": {"epochs": 2},
-        "tuning": {"trials": 0},
-        **extra,
-    }
-    return parse_suite(raw)
+    return small_suite(name="dd", methods=methods, budget={"epochs": 2, "batch_size": 32}, **extra)
 
 
 def entries(suite):

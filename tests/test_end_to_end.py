@@ -126,6 +126,7 @@ def test_a_long_run_folds_its_trial_files_as_it_goes_and_loses_no_row(
     assert not list((results / "trials").glob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_prints_the_leaderboard_and_resumes(tmp_path):
     suite = write_suite(
         tmp_path,

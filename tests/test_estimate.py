@@ -5,24 +5,13 @@ from __future__ import annotations
 import pytest
 
 from kdbench.data import dataset_info
-from kdbench.plan import expand
 from kdbench.scheduler.estimate import _eval_seconds, estimate
-from kdbench.validation import parse_suite
+from tests.conftest import small_plan
 
 
 def plan_of(**over):
-    raw = {
-        "name": "est",
-        "datasets": ["digits"],
-        "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
-        "methods": ["kd"],
-        "seeds": [0],
-        "budget": {"epochs": 4},
-        "teacher": {"epochs": 4},
-        "tuning": {"trials": 1},
-    }
-    raw.update(over)
-    return expand(parse_suite(raw))
+    setting = {"budget": {"epochs": 4}, "teacher": {"epochs": 4}, "tuning": {"trials": 1}}
+    return small_plan(**{"datasets": ["digits"], **setting, **over})
 
 
 def test_evaluation_is_counted_and_a_final_scores_test_after_every_epoch():

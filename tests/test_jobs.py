@@ -70,6 +70,7 @@ def kdbench(*args, env):
     )
 
 
+@pytest.mark.slow
 def test_a_submitted_suite_runs_on_the_cluster_and_its_rows_read_with_pandas(cluster, tmp_path):
     url, env = cluster
     suite_dir = tmp_path / "suites"
@@ -109,6 +110,7 @@ def test_a_submitted_suite_runs_on_the_cluster_and_its_rows_read_with_pandas(clu
     assert stop.returncode == 0 and stop.stdout.strip() == "not running"
 
 
+@pytest.mark.slow
 def test_mistakes_are_refused_in_one_line(cluster, tmp_path):
     url, env = cluster
     bad = kdbench("jobs", "status", "raysubmit_nope", "--address", url, env=env)

@@ -15,7 +15,8 @@ from kdbench.methods.kd import kd_loss, standardize
 from kdbench.methods.nkd import nkd_terms
 from kdbench.models.base import ModelOutput
 from kdbench.plan import resolve_hparams, search_space
-from kdbench.validation import load_suite, parse_suite
+from kdbench.validation import load_suite
+from tests.conftest import small_suite
 from tests.formulas import softmax, zscore
 from tests.test_methods import one_step
 
@@ -169,18 +170,7 @@ def test_logit_std_makes_kd_blind_to_the_logits_scale_and_shift():
 
 
 def suite(methods):
-    return parse_suite(
-        {
-            "name": "t",
-            "datasets": ["synthetic"],
-            "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
-            "methods": methods,
-            "seeds": [0],
-            "budget": {"epochs": 3},
-            "teacher": {"epochs": 2},
-            "tuning": {"trials": 4},
-        }
-    )
+    return small_suite(methods=methods, budget={"epochs": 3}, tuning={"trials": 4})
 
 
 def test_logit_std_is_fixable_and_searchable_in_a_suite(tmp_path):

@@ -506,6 +506,7 @@ def test_ofd_margins_follow_a_teachers_bn_set_by_hand(arch, shape):
 # -- real steps, pairings
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["kdsvd", "ofd"])
 @pytest.mark.parametrize(
     "pair,shape",

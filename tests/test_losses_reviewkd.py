@@ -367,6 +367,7 @@ def test_gradients_reach_the_student_and_the_abfs_but_not_the_teacher():
     assert len(method.abfs) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "s_name,t_name,shape",
     [

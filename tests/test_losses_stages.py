@@ -18,11 +18,11 @@ from kdbench.methods.base import CostBasis
 from kdbench.methods.stage import stage_epochs
 from kdbench.models import build_model
 from kdbench.models.base import ModelOutput
-from kdbench.plan import expand
 from kdbench.results.schema import COLUMNS, SCHEMA_VERSION
 from kdbench.training.stage import prepare
 from kdbench.training.trial import RunInfo, run_student, run_teacher
 from kdbench.validation import parse_suite
+from tests.conftest import small_plan
 from tests.formulas import build_on_stubs
 from tests.test_methods import train_one_step
 
@@ -372,21 +372,11 @@ def test_defaults_are_repdistillers():
     assert METHODS.get("fsp").defaults() == {"gamma": 1.0, "init_share": 0.125}
 
 
-SUITE = {
-    "name": "t",
-    "datasets": ["synthetic"],
-    "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
-    "methods": ["kd"],
-    "seeds": [0],
-    "budget": {"epochs": 4},
-    "teacher": {"epochs": 2},
-    "tuning": {"trials": 0},
-}
 INFO = RunInfo(run_id="r", suite="t")
 
 
 def plan_for(**over):
-    return expand(parse_suite({**SUITE, **over}))
+    return small_plan(**{"budget": {"epochs": 4}, **over})
 
 
 @pytest.fixture(scope="module")
@@ -606,6 +596,7 @@ def test_ft_weights_its_terms_with_gamma_and_beta(zoo):
     assert lb["ft"].item() == pytest.approx(3.0 * la["ft"].item(), rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ab", "ft", "fsp"])
 def test_one_real_step_on_zoo_models(name, zoo):
     student, teacher = copy.deepcopy(zoo[0]), copy.deepcopy(zoo[1])

@@ -18,6 +18,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_model_forward_and_features(name, shape):

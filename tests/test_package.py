@@ -85,6 +85,7 @@ def test_the_repository_keeps_one_copy_of_each():
     assert (REPO / "results" / "reference").resolve() == shipped.REFERENCE
 
 
+@pytest.mark.slow
 def test_a_shipped_suite_runs_by_name_with_its_published_numbers(installed, tmp_path):
     listed = outside(installed, "list", "suites")
     assert listed.returncode == 0, listed.stderr

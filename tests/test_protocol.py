@@ -349,6 +349,7 @@ def test_tuning_trials_never_score_the_test_split(digits):
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_a_refit_confirmed_run_end_to_end(tmp_path, ray_local):
     from kdbench.scheduler.driver import run_suite
 

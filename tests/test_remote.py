@@ -75,6 +75,7 @@ def tiny_suite(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_run_writes_to_s3_and_resumes_from_there_on_another_machine(
     ray_local, s3, tmp_path, monkeypatch
 ):
@@ -114,6 +115,7 @@ def test_a_run_writes_to_s3_and_resumes_from_there_on_another_machine(
     assert (tmp_path / "machine2").is_dir()
 
 
+@pytest.mark.slow
 def test_a_rerun_runs_only_what_the_bucket_lacks(ray_local, s3, tmp_path, monkeypatch):
     """The bucket, not any machine's copy, says what is done: with the teacher's row deleted
     there, a rerun from a fresh machine retrains the teacher alone and keeps every other row."""

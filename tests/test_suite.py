@@ -75,6 +75,7 @@ def test_hash_is_stable_and_follows_content(good_suite, tmp_path):
     assert a.sha256() == b.sha256() != c.sha256()
 
 
+@pytest.mark.slow
 def test_shipped_suites_validate():
     for path in sorted((REPO / "suites").glob("*.yaml")):
         load_suite(path)
@@ -269,6 +270,7 @@ def test_yaml_cannot_construct_objects(tmp_path):
         load_suite(path)
 
 
+@pytest.mark.slow
 def test_validate_command_exits_2_with_one_line_and_no_traceback(tmp_path):
     bad = write_suite(tmp_path, suite_with(datasets="datasets: [digitz]"))
     good = write_suite(tmp_path, suite_with(), "good.yaml")
@@ -285,6 +287,7 @@ def test_validate_command_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert "did you mean 'digits'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_with_a_bad_suite_exits_2_before_anything_runs(tmp_path):
     bad = write_suite(tmp_path, textwrap.dedent(suite_with(extra="budget: {epochs: -3}")))
     proc = subprocess.run(

@@ -172,6 +172,7 @@ def test_state_dict_round_trips_weights_only_as_kdbench_loads_teachers(tmp_path)
 # -- names
 
 
+@pytest.mark.slow
 def test_names_resolve_lazily_and_listing_keeps_to_the_zoo():
     assert "timm:resnet18" in MODELS and "timm:resnet1800" not in MODELS
     assert "resnet18" in MODELS and "timm" in MODELS.families()
@@ -244,6 +245,7 @@ def test_the_step_covers_the_feature_methods():
     assert {"at", "fitnet", "sp", "crd", "rkd", "pkt"} <= set(STEP_METHODS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STEP_METHODS)
 def test_method_trains_one_step_with_a_timm_teacher_and_student(name, pair):
     """Every method takes a step on the pair, or refuses it, saying what the pair lacks: this
@@ -268,6 +270,7 @@ def test_method_trains_one_step_with_a_timm_teacher_and_student(name, pair):
 # -- a real run
 
 
+@pytest.mark.slow
 def test_a_suite_distils_a_timm_teacher_into_a_timm_student(ray_local, tmp_path):
     from kdbench.plan import expand
     from kdbench.scheduler.driver import run_suite

@@ -7,31 +7,15 @@ import dataclasses
 import torch
 
 from kdbench.methods import METHODS, Method, Needs
-from kdbench.plan import expand
 from kdbench.results import COLUMNS
 from kdbench.training.trial import RunInfo, run_student, run_teacher
-from kdbench.validation import parse_suite
+from tests.conftest import small_plan
 
 INFO = RunInfo(run_id="r", suite="t")
 
 
-def plan_for(**over):
-    raw = {
-        "name": "t",
-        "datasets": ["synthetic"],
-        "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
-        "methods": ["kd"],
-        "seeds": [0],
-        "budget": {"epochs": 2},
-        "teacher": {"epochs": 2},
-        "tuning": {"trials": 0},
-    }
-    raw.update(over)
-    return expand(parse_suite(raw))
-
-
 def test_teacher_then_student_rows(synthetic):
-    plan = plan_for()
+    plan = small_plan()
     teacher = run_teacher(plan.teachers[0], synthetic, INFO)
     assert teacher.row["status"] == "ok" and teacher.weights
     assert teacher.row["phase"] == "teacher" and teacher.row["student"] is None
@@ -51,14 +35,14 @@ def test_teacher_then_student_rows(synthetic):
 
 
 def test_same_spec_same_result(synthetic):
-    spec = plan_for().finals[0]  # scratch, seed 0
+    spec = small_plan().finals[0]  # scratch, seed 0
     a = run_student(spec, synthetic, INFO).row
     b = run_student(spec, synthetic, INFO).row
     assert a["test_acc"] == b["test_acc"] and a["val_acc"] == b["val_acc"]
 
 
 def test_a_diverging_trial_becomes_a_failed_row(synthetic):
-    plan = plan_for(budget={"epochs": 2, "lr": 1.0e30})
+    plan = small_plan(budget={"epochs": 2, "lr": 1.0e30})
     out = run_student(plan.finals[0], synthetic, INFO)
     assert out.row["status"] == "failed"
     assert out.row["error"].startswith("TrialDiverged: loss became nan")
@@ -77,14 +61,14 @@ class BadShapes(Method):
 
 def test_a_raising_method_becomes_a_failed_row_with_the_reason(synthetic, monkeypatch):
     monkeypatch.setitem(METHODS._entries, "bad_shapes", BadShapes)
-    spec = dataclasses.replace(plan_for().finals[0], method="bad_shapes", label="bad_shapes")
+    spec = dataclasses.replace(small_plan().finals[0], method="bad_shapes", label="bad_shapes")
     row = run_student(spec, synthetic, INFO).row
     assert row["status"] == "failed"
     assert "RuntimeError" in row["error"] and "shapes" in row["error"] and "\n" not in row["error"]
 
 
 def test_a_student_whose_teacher_failed_fails_with_that_reason(synthetic):
-    kd = next(s for s in plan_for().finals if s.label == "kd")
+    kd = next(s for s in small_plan().finals if s.label == "kd")
     row = run_student(kd, synthetic, INFO, None).row
     assert row["status"] == "failed" and "teacher cnn_small" in row["error"]
 
@@ -94,7 +78,7 @@ def test_a_checkpoint_that_does_not_fit_the_architecture_fails_clearly(synthetic
 
     ckpt = tmp_path / "t.pt"
     torch.save(build_model("cnn_tiny", num_classes=10, input_shape=(1, 8, 8)).state_dict(), ckpt)
-    plan = plan_for(
+    plan = small_plan(
         pairs=[{"teacher": {"arch": "cnn_small", "checkpoint": str(ckpt)}, "student": "cnn_tiny"}]
     )
     from kdbench.training.weights import read_checkpoint
@@ -104,7 +88,7 @@ def test_a_checkpoint_that_does_not_fit_the_architecture_fails_clearly(synthetic
 
 
 def test_a_users_checkpoint_is_evaluated_not_trained(synthetic, tmp_path):
-    plan = plan_for()
+    plan = small_plan()
     trained = run_teacher(plan.teachers[0], synthetic, INFO)
     ckpt = tmp_path / "mine.pt"
     from kdbench.training.weights import load_weights
@@ -112,7 +96,7 @@ def test_a_users_checkpoint_is_evaluated_not_trained(synthetic, tmp_path):
     torch.save({"state_dict": load_weights(trained.weights)}, ckpt)
     from kdbench.training.weights import read_checkpoint
 
-    plan2 = plan_for(
+    plan2 = small_plan(
         pairs=[{"teacher": {"arch": "cnn_small", "checkpoint": str(ckpt)}, "student": "cnn_tiny"}]
     )
     row = run_teacher(plan2.teachers[0], synthetic, INFO, read_checkpoint(str(ckpt))).row

@@ -89,6 +89,7 @@ def check_tuned_results(results, suite_path):
     return df
 
 
+@pytest.mark.slow
 def test_a_tuned_run_studies_every_cell_and_runs_the_finals_of_the_selection(ray_local, tmp_path):
     path = tuned_suite(tmp_path)
     results = tmp_path / "r"
@@ -102,6 +103,7 @@ def test_a_tuned_run_studies_every_cell_and_runs_the_finals_of_the_selection(ray
     assert run_suite(load_suite(path), results, live=False).ran == 0
 
 
+@pytest.mark.slow
 def test_short_trials_share_ray_tasks_and_each_still_writes_one_row(ray_local, tmp_path):
     # One-epoch trials on the synthetic set last well under a second: once each cell's first
     # two are measured, the driver sends several of them to one Ray task.
@@ -121,6 +123,7 @@ def test_short_trials_share_ray_tasks_and_each_still_writes_one_row(ray_local, t
     assert summary.tasks < summary.ran - 5, (summary.tasks, summary.ran)
 
 
+@pytest.mark.slow
 def test_pruning_stops_the_ray_task_through_the_study_actor(ray_local, synthetic, tmp_path):
     from kdbench.scheduler.tasks import StudentTrial, student_task, teacher_task
     from kdbench.training.trial import RunInfo
@@ -163,6 +166,7 @@ def test_pruning_stops_the_ray_task_through_the_study_actor(ray_local, synthetic
     ray_local.kill(broker)
 
 
+@pytest.mark.slow
 def test_killing_the_driver_mid_run_and_running_again_loses_and_repeats_nothing(tmp_path):
     path = tuned_suite(
         tmp_path, name="killed", tuning={"trials": 6}, budget={"epochs": 4, "batch_size": 32}
@@ -216,6 +220,7 @@ def postgres_url():
     server.stop()
 
 
+@pytest.mark.slow
 def test_studies_can_live_in_postgresql(ray_local, tmp_path, postgres_url):
     path = tuned_suite(
         tmp_path,
@@ -234,6 +239,7 @@ def test_studies_can_live_in_postgresql(ray_local, tmp_path, postgres_url):
     assert (df.phase == "tune").sum() == 3 and (df.phase == "final").sum() == 2
 
 
+@pytest.mark.slow
 def test_studies_and_pruning_work_when_trials_run_on_another_node(tmp_path):
     path = tuned_suite(
         tmp_path,

@@ -68,6 +68,7 @@ def run(model: KDModel, shape: tuple[int, ...], batch: int = 2) -> ModelOutput:
         return model.forward_features(torch.randn(batch, *shape))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 8)])
 def test_features_follow_the_contract(name, shape):
@@ -89,6 +90,7 @@ def test_cifar100_sizes_match_the_reference(name):
     assert round(params / 1e6, 2) == pytest.approx(REFERENCE_PARAMS_M[name], abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_classifier_on_embedding_gives_logits(name):
     model = build_model(name, num_classes=5, input_shape=(3, 32, 32)).eval()
@@ -98,6 +100,7 @@ def test_classifier_on_embedding_gives_logits(name):
     torch.testing.assert_close(logits, out.logits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", POST_ACTIVATION)
 def test_preact_is_feats_before_relu(name):
     model = build_model(name, num_classes=5, input_shape=(3, 32, 32)).eval()
@@ -123,6 +126,7 @@ def test_preactivation_wrn_preact_is_the_normalised_stage_output(name):
             torch.testing.assert_close(bn(f), p)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_one_forward_updates_each_batchnorm_once(name):
     """Taking features must not run a BN twice (its running statistics would move twice)."""
@@ -144,6 +148,7 @@ def test_torchvision_wrappers_compute_what_torchvision_computes(name):
         torch.testing.assert_close(model(x), model.net(x))
 
 
+@pytest.mark.slow
 def test_the_cifar_resnet50_keeps_32px_maps_in_its_first_stage():
     """RepDistiller's ResNet50: 3×3 stride-1 stem, no max pool, so stages end at 32/16/8/4 px
     (torchvision's ImageNet stem would leave 8/4/2/1)."""

@@ -74,6 +74,7 @@ def mounted(kind: str, target: Path, size_kb: int = 0):
         subprocess.run(["umount", str(target)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_results_that_is_a_file_is_refused_and_left_alone(tmp_path):
     suite = write_suite(tmp_path, SUITE)
     results = tmp_path / "results.txt"
@@ -87,6 +88,7 @@ def test_results_that_is_a_file_is_refused_and_left_alone(tmp_path):
     assert results.read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_an_unwritable_output_path_is_one_line(tmp_path):
     from kdbench.results import store
     from tests.test_results import row
@@ -105,6 +107,7 @@ def test_an_unwritable_output_path_is_one_line(tmp_path):
     assert len(pd.read_parquet(tmp_path / "r")) == 1
 
 
+@pytest.mark.slow
 def test_a_read_only_results_directory_is_one_line_and_kept(tmp_path):
     suite = write_suite(tmp_path, SUITE.replace("seeds: [0, 1, 2, 3]", "seeds: [0]"))
     results = tmp_path / "ro"
@@ -123,6 +126,7 @@ def test_a_read_only_results_directory_is_one_line_and_kept(tmp_path):
     assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_finishes_it(tmp_path):
     suite = write_suite(tmp_path, SUITE)
     results = tmp_path / "full"
@@ -164,6 +168,7 @@ def test_ray_that_does_not_start_is_one_line(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_run_like_ctrl_c(tmp_path):
     suite = write_suite(tmp_path, SUITE.replace("epochs: 2}\nteacher", "epochs: 40}\nteacher"))
     results = tmp_path / "term"

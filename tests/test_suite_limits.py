@@ -250,6 +250,7 @@ def refused(name: str, files: dict[str, Path], cli: dict) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_billion_laughs_and_oversized_files_are_refused_before_they_are_built(files, cli):
     for name in (
         "laughs in name",
@@ -408,6 +409,7 @@ def test_the_bounds_themselves_are_accepted(tmp_path):
     assert len(s.seeds) == 10_000
 
 
+@pytest.mark.slow
 def test_a_checkpoint_weights_only_refuses_is_caught_by_validation_and_runs_nothing(
     files, cli, tmp_path
 ):
