@@ -36,6 +36,8 @@ STUDIES = "_studies"
 CACHE = "_cache"
 ARTIFACTS = "_artifacts"
 RUNS = "_runs"
+SUITE_YAML, SUITE_SHA256, RUN_JSON = "suite.yaml", "suite.sha256", "run.json"
+"""A run's record under ``_runs/<run_id>/`` (``results.runs.RunRecord`` reads and writes it)."""
 ROW_FOLDERS = (TRIALS, COMPACTED)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -114,7 +116,7 @@ class Layout:
 
     def run_records(self) -> list[Path]:
         """Every run's ``run.json``, oldest first (run ids start with their UTC start time)."""
-        return sorted((self.root / RUNS).glob("*/run.json"))
+        return sorted((self.root / RUNS).glob(f"*/{RUN_JSON}"))
 
     def curve(self, run_id: str, trial_id: str) -> Path:
         return self.run_dir(run_id) / "curves" / f"{trial_id}.parquet"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import os
 import warnings
@@ -36,21 +35,19 @@ from kdbench.results.render import (
     one_line,
     pair_title,
 )
+from kdbench.results.runs import run_records
 
 
 def _runs(results_dir: Path) -> list[dict]:
-    out = []
-    for run_json in Layout(results_dir).run_records():
-        info = json.loads(run_json.read_text())
-        out.append(
-            {
-                "run_id": run_json.parent.name,
-                "started_at": info.get("started_at"),
-                "git_sha": info.get("git_sha"),
-                "source": info.get("source"),
-            }
-        )
-    return out
+    return [
+        {
+            "run_id": record.run_id,
+            "started_at": record.started_at,
+            "git_sha": (record.run_json or {}).get("git_sha"),
+            "source": (record.run_json or {}).get("source"),
+        }
+        for record in run_records(Layout(results_dir))
+    ]
 
 
 def _pair_chart(group: pd.DataFrame, key: tuple[str, str, str]) -> str:

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import yaml
 
-from kdbench import provenance
 from kdbench.results import store
 from kdbench.results.files import atomic_file
 from kdbench.results.layout import ArtifactKey, Layout
 from kdbench.results.remote import Mirror
+from kdbench.results.runs import RunRecord
 
 COMPACT_EVERY = 500
 """During a long run, fold the per-trial files into the run's file after this many rows:
@@ -165,23 +164,9 @@ class ResultWriter:
     # -- the run
     def record_run(self, suite: Any) -> Path:
         """_runs/<run_id>/: the resolved suite, its hash, and every installed package's version."""
-        run_dir = self.layout.run_dir(self.run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        files = [run_dir / "suite.yaml", run_dir / "suite.sha256", run_dir / "run.json"]
-        files[0].write_text(yaml.safe_dump(suite.to_dict(), sort_keys=False))
-        files[1].write_text(suite.sha256() + "\n")
-        store.write_json_atomic(
-            {
-                "source": suite.source,
-                "git_sha": provenance.git_sha(),
-                "started_at": provenance.now(),
-                "host": provenance.host(),
-                "packages": provenance.package_versions(),
-            },
-            files[2],
-        )
+        files = RunRecord.of_suite(suite, self.run_id, with_provenance=True).write(self.layout)
         self._publish(*files)
-        return run_dir
+        return files[0].parent
 
     def finish(self) -> None:
         """The last fold (one file per run); the caller still holds the directory's lock."""

@@ -37,7 +37,7 @@ from kdbench.results.mlflow.mapping import (
     trial_status,
     trial_tags,
 )
-from kdbench.results.mlflow.reading import RunRecord
+from kdbench.results.runs import RunRecord
 
 _PAGE = 1000
 
@@ -131,7 +131,7 @@ class Experiment:
                 tags[f"kdbench.{key}"] = cut(str(value), TAG_MAX)
         run = self.client.create_run(
             self.id,
-            start_time=record.started_ms,
+            start_time=ms(record.started_at),
             tags=tags,
             run_name=f"{record.suite} {record.run_id}",
         )

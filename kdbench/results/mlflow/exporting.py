@@ -10,7 +10,8 @@ from typing import Any
 from kdbench.results.mlflow.client import Exporter
 from kdbench.results.mlflow.experiment import Experiment
 from kdbench.results.mlflow.mapping import ms
-from kdbench.results.mlflow.reading import RunRecord, directory_runs, latest_rows, read_curve
+from kdbench.results.mlflow.reading import directory_runs, latest_rows, read_curve
+from kdbench.results.runs import RunRecord
 
 
 @dataclass

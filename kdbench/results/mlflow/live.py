@@ -19,7 +19,8 @@ from kdbench.results.mlflow.experiment import Experiment
 from kdbench.results.mlflow.exporting import ExportSummary, export, plural
 from kdbench.results.mlflow.mapping import short
 from kdbench.results.mlflow.probe import Unreachable
-from kdbench.results.mlflow.reading import RunRecord, directory_runs
+from kdbench.results.mlflow.reading import directory_runs
+from kdbench.results.runs import RunRecord
 
 
 @dataclass(frozen=True)

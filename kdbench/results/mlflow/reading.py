@@ -3,15 +3,12 @@ each suite run's ``_runs/<run_id>/`` record."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdbench.results.layout import RUNS, Layout
-from kdbench.results.mlflow.mapping import ms
 
 
 def latest_rows(results_dir: str | os.PathLike[str]) -> tuple[Layout, list[dict[str, Any]]]:
@@ -25,50 +22,6 @@ def latest_rows(results_dir: str | os.PathLike[str]) -> tuple[Layout, list[dict[
     table = store.read_table(root)  # a missing or unreadable directory: one line
     frame = store.latest(table.to_pandas())  # one row per trial: the one that finished last
     return Layout(root), table.take(frame.index.to_numpy()).to_pylist()
-
-
-@dataclass
-class RunRecord:
-    """What a parent run shows of a suite run: its ``_runs/<run_id>/`` record."""
-
-    run_id: str
-    suite: str
-    sha256: str | None = None
-    yaml_text: str | None = None
-    run_json: dict[str, Any] | None = None
-    started_ms: int | None = None
-
-    @classmethod
-    def read(cls, layout: Layout, run_id: str, suite: str | None) -> RunRecord:
-        record = cls(run_id, suite or "unknown")
-        run_dir = layout.run_dir(run_id)
-        if not layout.inside(run_dir) or not run_dir.is_dir():  # a run id comes from a row
-            return record
-        record.yaml_text = _text(run_dir / "suite.yaml")
-        record.sha256 = (_text(run_dir / "suite.sha256") or "").strip() or None
-        try:
-            run_json = json.loads(_text(run_dir / "run.json") or "null")
-        except ValueError:
-            run_json = None
-        if isinstance(run_json, dict):
-            record.run_json = run_json
-            record.started_ms = ms(run_json.get("started_at"))
-        return record
-
-    @classmethod
-    def of_suite(cls, suite: Any, run_id: str) -> RunRecord:
-        """A running suite's record, as ``ResultWriter.record_run`` writes it."""
-        import yaml
-
-        from kdbench import provenance  # torch: only when a run logs live
-
-        return cls(
-            run_id,
-            suite.name,
-            sha256=suite.sha256(),
-            yaml_text=yaml.safe_dump(suite.to_dict(), sort_keys=False),
-            started_ms=ms(provenance.now()),
-        )
 
 
 def directory_runs(layout: Layout) -> set[str]:
@@ -92,10 +45,3 @@ def read_curve(layout: Layout, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         return pq.read_table(path).to_pylist()
     except (OSError, pa.ArrowException):
         return []
-
-
-def _text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
