@@ -11,19 +11,6 @@ from pathlib import Path
 
 import torch
 
-KEY_PACKAGES = (
-    "kdbench",
-    "torch",
-    "torchvision",
-    "ray",
-    "optuna",
-    "pandas",
-    "pyarrow",
-    "numpy",
-    "scikit-learn",
-    "pyyaml",
-)
-
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -85,7 +85,9 @@ class Needs:
     """What a method asks of the trainer."""
 
     teacher: bool = True
-    """The teacher's outputs (logits, block features, embedding) for every batch."""
+    """The teacher's outputs (logits, block features, embedding) for every batch: the default
+    answer of ``Method.uses_teacher``, which is the one question every caller asks (a method
+    whose answer depends on its hyperparameters overrides that, never this)."""
     indices: bool = False
     """Each sample's index in the training split (memory banks)."""
     synthetic_set: bool = False
@@ -307,7 +309,9 @@ class Method(nn.Module):
 
     @classmethod
     def uses_teacher(cls, hp: Mapping[str, Any]) -> bool:
-        """Whether a trial with these hyperparameters reads the teacher's weights."""
+        """Whether a trial with these hyperparameters reads the teacher: its weights are handed
+        to the trial, and the trainer gives its outputs on every batch. ``needs.teacher``
+        unless the method says otherwise."""
         return cls.needs.teacher
 
     @classmethod

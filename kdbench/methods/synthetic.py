@@ -185,11 +185,11 @@ class SyntheticSetMethod(Method):
         # a submodule of the method, and its parameters the optimiser's.
         self.ctx = ctx
         self.soft = self.hp.get("labels", "hard") == "soft"
-        if self.soft:  # the trainer gives the teacher's outputs on every batch
-            self.needs = Needs(teacher=True, synthetic_set=True)
 
     @classmethod
     def uses_teacher(cls, hp: Mapping[str, Any]) -> bool:
+        """The set's making reads the teacher (``needs.teacher``: herding, SRe2L), or soft
+        labels do: the trainer then gives the teacher's outputs on every batch."""
         return cls.needs.teacher or hp.get("labels", "hard") == "soft"
 
     @classmethod

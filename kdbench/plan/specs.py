@@ -46,11 +46,12 @@ class Cell:
 class TrialSpec:
     """What every trial has: everything a worker needs to run it, nothing looked up elsewhere.
 
-    Two kinds, each with its own entry point (``run_teacher``, ``run_student``):
-    ``TeacherSpec`` (train or load a teacher) and ``StudentSpec`` (a tuning or final trial of
-    a cell). Both answer the same questions (``student``, ``method``, ``label``, ``hparams``,
-    ``teacher_id``, ``number``, ``checkpoint_sha256``), a teacher with constants, so that
-    rows and ids are built one way.
+    Three kinds, each run by ``run_teacher`` or ``run_student``: ``TeacherSpec`` (train or
+    load a teacher), ``ExpertSpec`` (a teacher-like trial that trains an expert trajectory)
+    and ``StudentSpec`` (a ``tune``, ``confirm`` or ``final`` trial of a cell). All answer the
+    same questions (``student``, ``method``, ``label``, ``hparams``, ``teacher_id``,
+    ``number``, ``checkpoint_sha256``), a teacher with constants, so that rows and ids are
+    built one way. ``phase`` is one of the five of ``results.schema.Phase``.
     """
 
     phase: Phase

@@ -120,7 +120,7 @@ def fit(
     precision = Precision.resolve(
         budget.precision, count_macs(model, data.input_shape) if macs is None else macs, device, model
     )
-    reads_teacher = method.needs.teacher and teacher is not None
+    reads_teacher = teacher is not None and method.uses_teacher(method.hp)
     teacher_precision = precision
     if reads_teacher:
         # The teacher computes at its own precision: a heavy teacher of a light student

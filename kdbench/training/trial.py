@@ -460,7 +460,9 @@ def _score_final(
     student: KDModel,
     teacher: KDModel | None,
 ) -> None:
-    """The test split is touched here and only here: the final phase, after training ends."""
+    """A final trial's score on the test split, after training ends. The test split is read
+    here, by ``fit`` for a final's per-epoch reporting (``report_test``: never used to choose
+    anything), and by a teacher's or an expert's scoring; never by tuning."""
     test_x, test_y = data.test_x.to(device), data.test_y.to(device)
     logits = predict(student, data, test_x)
     row.update(test_acc=accuracy(logits, test_y), test_top5=accuracy(logits, test_y, k=5))

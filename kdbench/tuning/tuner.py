@@ -73,9 +73,6 @@ class Tuner:
     def names(self) -> list[str]:
         return list(self.studies)
 
-    def teacher_of(self, name: str) -> str:
-        return self.studies[name].teacher.trial_id
-
     def teachers_of(self, name: str) -> set[str]:
         """The teachers a study's trials and its finals distil from."""
         study = self.studies[name]
