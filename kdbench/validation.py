@@ -2,7 +2,7 @@
 the registries, then what only the models, the methods and the files can tell.
 
 - the registries: which data sets, models and methods exist, each method's hyperparameters,
-  and the entries a method implies (dataset distillation's baselines);
+  and the entries a method implies (its ``baselines``, gathered by ``plan.implied_entries``);
 - checkpoints: each teacher's file loaded as a run will load it (weights only), so that a
   file that would be refused is refused now, before Ray starts;
 - pairings: every method can distil every pair it is given. A method that needs what a model
@@ -24,8 +24,8 @@ import torch
 from kdbench.data import DATASETS, dataset_info
 from kdbench.errors import KdbenchError
 from kdbench.methods import Method, method_class
-from kdbench.methods.synthetic import baseline_entries
 from kdbench.models import MODELS, build_model
+from kdbench.plan import implied_entries
 from kdbench.shipped import suite_file
 from kdbench.spec import HParam, MethodEntry, Suite, read_yaml
 from kdbench.spec import parse_suite as read_spec
@@ -56,7 +56,7 @@ class Registries:
 
     @staticmethod
     def implied_entries(entries: list[MethodEntry]) -> list[MethodEntry]:
-        return baseline_entries(entries)
+        return implied_entries(entries)
 
 
 def load_suite(path: str | Path) -> Suite:

@@ -29,6 +29,7 @@ from torch import nn
 
 from kdbench.models.base import ModelOutput
 from kdbench.results.layout import ArtifactKey
+from kdbench.spec import MethodEntry
 from kdbench.spec.hparams import HParam, SearchSpace
 
 
@@ -313,6 +314,15 @@ class Method(nn.Module):
         to the trial, and the trainer gives its outputs on every batch. ``needs.teacher``
         unless the method says otherwise."""
         return cls.needs.teacher
+
+    @classmethod
+    def baselines(cls, entries: Sequence[MethodEntry]) -> list[MethodEntry]:
+        """Entries a suite that lists this method gets besides its own, as every suite gets
+        ``scratch``: the baselines its scores compare with (dataset distillation's random
+        subsets and hard-label twins, for DD-Ranking's IOR and HLR). ``entries`` are all of
+        the suite's, with those added before; the plan calls each distinct hook once
+        (``plan.implied_entries``). None by default."""
+        return []
 
     @classmethod
     def reusable(cls, spec: Any) -> tuple[ArtifactKey, ...]:

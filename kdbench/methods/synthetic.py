@@ -193,6 +193,10 @@ class SyntheticSetMethod(Method):
         return cls.needs.teacher or hp.get("labels", "hard") == "soft"
 
     @classmethod
+    def baselines(cls, entries: Sequence[MethodEntry]) -> list[MethodEntry]:
+        return baseline_entries(entries)
+
+    @classmethod
     def complete(cls, hp: dict[str, Any]) -> dict[str, Any]:
         """Soft labels bring their temperature and weights at their defaults."""
         if hp.get("labels", "hard") == "soft":
@@ -399,7 +403,7 @@ def synthetic_epochs(epochs: int, n_train: int, n_synthetic: int, batch_size: in
 
 
 def baseline_entries(entries: Sequence[Any]) -> list[Any]:
-    """The method entries a suite gets besides its own, as it gets ``scratch``: for every
+    """Every dataset-distillation method's ``baselines``: for every
     dataset-distillation entry with soft labels, its hard-label twin (``<label>_hard``, the
     same sets evaluated on their own labels: HLR's term); then for every dd entry, a
     ``dd_random`` of the same ipc evaluated the same way (labels and their weights, DSA,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from kdbench.plan.specs import (
     TrialSpec,
 )
 from kdbench.results.schema import Phase
-from kdbench.spec import Budget, Suite, TeacherRef, digest
+from kdbench.spec import Budget, MethodEntry, Suite, TeacherRef, digest
 
 
 @dataclass(frozen=True)
@@ -307,3 +308,18 @@ def file_sha256(path: str) -> str:
 def study_name(cell_key: str, identity: dict[str, Any]) -> str:
     """A study's name: the cell's key and a hash of what makes its trials comparable."""
     return f"{cell_key}@{digest(identity, 8)}"
+
+
+def implied_entries(entries: Sequence[MethodEntry]) -> list[MethodEntry]:
+    """The entries a suite's own entries bring with them, as their methods declare
+    (``Method.baselines``), after the suite's own: each distinct hook is asked once, with
+    every entry so far."""
+    added: list[MethodEntry] = []
+    asked: list[object] = []
+    for entry in entries:
+        hook = method_class(entry.name).baselines
+        if hook.__func__ in asked:  # type: ignore[attr-defined]
+            continue
+        asked.append(hook.__func__)  # type: ignore[attr-defined]
+        added += hook([*entries, *added])
+    return added

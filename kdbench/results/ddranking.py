@@ -9,7 +9,7 @@ both in accuracy points of the same student network on the same test split:
   the same ipc evaluated the same way (the same labels, hard or the teacher's soft ones at
   the same temperature and weights, the same augmentation, the same epochs). Every suite with
   a dd entry gets that ``dd_random`` entry automatically, as it gets ``scratch``
-  (``kdbench.methods.synthetic.baseline_entries``). Higher is better; 0 for the random set.
+  (``SyntheticSetMethod.baselines``, added by ``plan.implied_entries``). Higher is better; 0 for the random set.
 - ``hlr``, hard-label recovery: the accuracy of the student trained on the whole training
   split with hard labels (the pair's ``scratch``) minus the set's accuracy with hard labels
   (for a soft-labelled entry, its ``<label>_hard`` twin, evaluated on the same sets). Lower is
