@@ -12,7 +12,7 @@ import torch
 
 from kdbench.methods import method_class
 from kdbench.plan import expand
-from kdbench.results.ddranking import evaluation
+from kdbench.results.ddsets import evaluation
 from kdbench.results.leaderboard import leaderboard
 from kdbench.training.trial import RunInfo, run_student, run_teacher
 from tests.conftest import small_suite

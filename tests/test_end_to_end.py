@@ -292,7 +292,7 @@ def test_expert_trajectories_run_first_once_and_are_shared(ray_local, tmp_path):
     experts = [t for t in plan.teachers if t.phase == "expert"]
     assert [e.seed for e in experts] == [0, 1] and experts[0].epochs == 3
     mtt = [s for s in plan.finals if s.method == "dd_mtt"]
-    assert all(s.experts == tuple(e.trial_id for e in experts) for s in mtt)
+    assert all(s.prerequisite_ids == tuple(e.trial_id for e in experts) for s in mtt)
     results = tmp_path / "results"
     summary = run_suite(load_suite(suite), results, live=False)
     df = pd.read_parquet(results)

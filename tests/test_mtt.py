@@ -17,13 +17,13 @@ from kdbench.methods.dd_mtt import (
     reference_settings,
     unroll,
 )
-from kdbench.methods.experts import ExpertRecipe, Trajectory
 from kdbench.methods.synthetic import matching_net
+from kdbench.methods.trajectories import ExpertRecipe, Trajectory
 from kdbench.models.convnet import ConvNet, matching_size
-from kdbench.plan import ExpertSpec, expand
+from kdbench.plan import PrerequisiteSpec, expand
 from kdbench.results.layout import ArtifactKey
-from kdbench.training.experts import train_trajectory
 from kdbench.training.loop import accuracy, predict
+from kdbench.training.trajectory import train_trajectory
 from kdbench.training.trial import RunInfo, run_student, run_teacher
 from kdbench.validation import parse_suite
 
@@ -254,15 +254,16 @@ def test_a_trial_learns_from_its_planned_experts_in_any_order(synthetic):
     }
     plan = expand(parse_suite(raw))
     info = RunInfo("r", "mtt")
-    specs = [t for t in plan.teachers if isinstance(t, ExpertSpec)]
+    specs = [t for t in plan.teachers if isinstance(t, PrerequisiteSpec)]
     assert len(specs) == 2 and [s.seed for s in specs] == [0, 1]
+    assert {(s.phase, s.method, s.teacher.arch) for s in specs} == {("expert", "expert", "convnet_sized")}
     reused = {}
     for s in specs:
         out = run_teacher(s, synthetic, info)
         assert out.row["status"] == "ok", out.row.get("error")
-        reused[ArtifactKey("experts", s.trial_id)] = out.weights
+        reused[ArtifactKey("expert", s.trial_id)] = out.weights
     spec = next(s for s in plan.finals if s.method == "dd_mtt")
-    assert set(spec.experts) == {s.trial_id for s in specs}
+    assert set(spec.prerequisites) == {("expert", s.trial_id) for s in specs}
     sets = []
     for order in (reused, dict(reversed(list(reused.items())))):
         out = run_student(spec, synthetic, info, reused=order)

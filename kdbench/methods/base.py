@@ -29,7 +29,7 @@ from torch import nn
 
 from kdbench.models.base import ModelOutput
 from kdbench.results.layout import ArtifactKey
-from kdbench.spec import MethodEntry
+from kdbench.spec import Budget, MethodEntry
 from kdbench.spec.hparams import HParam, SearchSpace
 
 
@@ -165,6 +165,28 @@ class MethodContext:
             model.train(was)
         assert outs[0] is not None
         return outs[0], outs[1]
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """What must exist before a method's trial runs, declared by the method
+    (``Method.prerequisites``): a trial of its own, planned like a teacher, trained once per
+    (data set, network, recipe, seed) and shared by every trial that declares the same one.
+    Its result is cached under its trial id and reaches each trial that needs it in
+    ``prepare``'s ``reused``, under ``ArtifactKey(kind, <its trial id>)``. dd_mtt's expert
+    trajectories are one; a generator or a pretrained network would be another."""
+
+    kind: str
+    """What it is: its row's ``phase`` and ``method`` (one of ``results.schema.Phase``)."""
+    network: str
+    """The network it trains: its row's ``teacher`` column."""
+    recipe: tuple[tuple[str, Any], ...]
+    """Everything that, with the data set and the seed, decides it: its row's ``hparams``,
+    and what ``Method.prerequisite_recipe`` is given back on the worker."""
+    budget: Budget
+    """How it trains (epochs, batch, optimiser): part of its trial id, as a teacher's."""
+    seeds: int = 1
+    """How many: one trial at each seed 0 … n−1."""
 
 
 StageLoss = Callable[[ModelOutput | None, ModelOutput], torch.Tensor]
@@ -314,6 +336,20 @@ class Method(nn.Module):
         to the trial, and the trainer gives its outputs on every batch. ``needs.teacher``
         unless the method says otherwise."""
         return cls.needs.teacher
+
+    @classmethod
+    def prerequisites(
+        cls, hp: Mapping[str, Any], input_shape: tuple[int, ...]
+    ) -> tuple[Prerequisite, ...]:
+        """What must be made before a trial with these hyperparameters runs, on images of
+        ``input_shape``; the plan makes each a trial of its own. None by default."""
+        return ()
+
+    @classmethod
+    def prerequisite_recipe(cls, kind: str, recipe: Mapping[str, Any]) -> Any:
+        """The recipe object a worker trains a declared prerequisite by, from its ``recipe``
+        (a trajectory's: ``training.trajectory.TrajectoryRecipe``)."""
+        raise NotImplementedError(f"{cls.name} declares no prerequisite of kind {kind!r}")
 
     @classmethod
     def baselines(cls, entries: Sequence[MethodEntry]) -> list[MethodEntry]:

@@ -2,7 +2,7 @@
 "Dataset Distillation by Matching Training Trajectories", CVPR; eq. 2-3 and Algorithm 1;
 reference code ``distill.py``).
 
-Expert trajectories θ*_0 … θ*_E (``kdbench.methods.experts``: ConvNets trained on the real
+Expert trajectories θ*_0 … θ*_E (``kdbench.methods.trajectories``: ConvNets trained on the real
 training split, parameters kept after every epoch) are made first, once per data set and
 recipe. Each iteration then
 
@@ -81,8 +81,8 @@ from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
 from torch.func import functional_call
 
-from kdbench.methods.base import HParam, MethodContext, Reused, TrainingSet
-from kdbench.methods.experts import ExpertRecipe, Trajectory
+from kdbench.methods.base import HParam, MethodContext, Prerequisite, Reused, TrainingSet
+from kdbench.methods.dsa import DSA
 from kdbench.methods.synthetic import (
     Deadline,
     Matching,
@@ -98,6 +98,7 @@ from kdbench.methods.synthetic import (
     to_stored,
     train_epochs,
 )
+from kdbench.methods.trajectories import ExpertRecipe, Trajectory
 from kdbench.models.convnet import matching_size
 
 
@@ -147,6 +148,10 @@ a digits epoch is 5 expert steps, so 20 student steps overshoot M = 2 epochs and
 driven below zero."""
 
 SETTINGS = tuple(f.name for f in fields(Settings) if f.name != "zca")
+
+EXPERT = "expert"
+"""The kind of prerequisite an expert trajectory is: its row's phase and method, and the kind
+of the key it reaches ``prepare`` under."""
 """The hyperparameters the table resolves (0: the table's value)."""
 
 
@@ -317,6 +322,28 @@ class DDMTT(SyntheticSetMethod):
         return int(hp["experts"])
 
     @classmethod
+    def prerequisites(
+        cls, hp: Mapping[str, Any], input_shape: tuple[int, ...]
+    ) -> tuple[Prerequisite, ...]:
+        """``experts`` expert trajectories by ``expert_recipe``, trained before the trial
+        (its row: phase and method ``expert``, teacher ``convnet_sized``, the ConvNet the
+        recipe sizes)."""
+        recipe = cls.expert_recipe(hp, input_shape)
+        return (
+            Prerequisite(
+                kind=EXPERT,
+                network="convnet_sized",
+                recipe=tuple(sorted(recipe.identity().items())),
+                budget=recipe.budget(),
+                seeds=cls.expert_count(hp),
+            ),
+        )
+
+    @classmethod
+    def prerequisite_recipe(cls, kind: str, recipe: Mapping[str, Any]) -> ExpertRecipe:
+        return ExpertRecipe(**recipe)
+
+    @classmethod
     def settings(cls, hp: Mapping[str, Any], dataset: str, input_shape: tuple[int, ...]) -> dict:
         """The settings a trial runs with: its own where set, the table's where 0; checked."""
         row, source = reference_settings(dataset, int(hp["ipc"]), min(input_shape[-2:]))
@@ -325,9 +352,9 @@ class DDMTT(SyntheticSetMethod):
         return {**asdict(resolved), "source": source}
 
     def prepare(self, data: Any, *, spec: Any, device: torch.device, reused: Reused) -> TrainingSet:
-        """The experts reach the trial in ``reused`` under ``ArtifactKey("experts", <trial
+        """The experts reach the trial in ``reused`` under ``ArtifactKey("expert", <trial
         id>)``; they are loaded in the order of their names, then the set is made (or reused)."""
-        keys = sorted((k for k in reused if k.kind == "experts"), key=lambda k: k.name)
+        keys = sorted((k for k in reused if k.kind == EXPERT), key=lambda k: k.name)
         self.trajectories = [Trajectory.from_bytes(reused[k]) for k in keys]
         return super().prepare(data, spec=spec, device=device, reused=reused)
 
@@ -339,7 +366,7 @@ class DDMTT(SyntheticSetMethod):
             raise RuntimeError(
                 f"dd_mtt needs {count} expert trajectories and was given "
                 f"{len(self.trajectories)}: they come through prepare(reused=...) under "
-                "ArtifactKey('experts', <expert trial id>)"
+                "ArtifactKey('expert', <expert trial id>)"
             )
         experts = self.trajectories[:count]
         net = matching_net(data, hp["net_width"], hp["net_depth"], device)
@@ -360,8 +387,6 @@ class DDMTT(SyntheticSetMethod):
         opt_lr = torch.optim.SGD([syn_lr], lr=s["lr_lr"], momentum=0.5)
         augment = None
         if hp["dsa"]:
-            from kdbench.methods.dsa import DSA
-
             augment = DSA()
         batch = s["batch_syn"] or len(syn_labels)
         saved = SavedBytes()

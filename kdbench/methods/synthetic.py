@@ -47,10 +47,11 @@ from kdbench.methods.base import (
     Step,
     TrainingSet,
 )
+from kdbench.methods.dsa import DSA
 from kdbench.methods.kd import kd_loss
 from kdbench.methods.registry import method_class, resolve_hparams
 from kdbench.models.convnet import ConvNet, matching_size
-from kdbench.results.ddranking import evaluation
+from kdbench.results.ddsets import evaluation
 from kdbench.results.layout import ArtifactKey
 from kdbench.spec import PROTOCOL_VERSION, MethodEntry, digest, slug, split_identity
 
@@ -221,8 +222,6 @@ class SyntheticSetMethod(Method):
         (per-sample parameters, as the reference evaluates), else nothing."""
         if not self.hp.get("dsa", False):
             return None
-        from kdbench.methods.dsa import DSA
-
         return DSA()
 
     def synthesize(self, data: Any, *, seed: int, device: torch.device) -> SyntheticSet:

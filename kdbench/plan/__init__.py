@@ -1,7 +1,7 @@
 """The plan: a suite expanded into cells and trial specs, each with its id.
 
-``specs`` says what a trial is (``TeacherSpec``, ``ExpertSpec``, ``StudentSpec``) and derives
-its id; ``expand`` turns a suite into a ``Plan`` (teachers, expert trajectories, studies,
+``specs`` says what a trial is (``TeacherSpec``, ``PrerequisiteSpec``, ``StudentSpec``) and derives
+its id; ``expand`` turns a suite into a ``Plan`` (teachers, what methods need first, studies,
 finals); ``space`` gives a cell's search space as Optuna distributions.
 """
 
@@ -15,11 +15,11 @@ from kdbench.plan.expand import (
     confirm_count,
     confirm_spec,
     expand,
-    expert_ids,
-    expert_specs,
     file_sha256,
     final_spec,
     implied_entries,
+    prerequisite_specs,
+    prerequisites_of,
     representative_confirms,
     study_identity,
     study_name,
@@ -28,9 +28,8 @@ from kdbench.plan.expand import (
 )
 from kdbench.plan.space import contains, search_space
 from kdbench.plan.specs import (
-    EXPERT_NET,
     Cell,
-    ExpertSpec,
+    PrerequisiteSpec,
     StudentSpec,
     TeacherSpec,
     TrialSpec,
@@ -38,11 +37,10 @@ from kdbench.plan.specs import (
 from kdbench.spec import PROTOCOL_VERSION, slug
 
 __all__ = [
-    "EXPERT_NET",
     "PROTOCOL_VERSION",
     "Cell",
-    "ExpertSpec",
     "Plan",
+    "PrerequisiteSpec",
     "StudentSpec",
     "StudyPlan",
     "TeacherSpec",
@@ -52,11 +50,11 @@ __all__ = [
     "confirm_spec",
     "contains",
     "expand",
-    "expert_ids",
-    "expert_specs",
     "file_sha256",
     "final_spec",
     "implied_entries",
+    "prerequisite_specs",
+    "prerequisites_of",
     "representative_confirms",
     "resolve_hparams",
     "search_space",

@@ -1,4 +1,5 @@
-"""Expansion of a suite into cells, teachers, expert trajectories, studies and finals."""
+"""Expansion of a suite into cells, teachers, what methods need made first, studies and
+finals."""
 
 from __future__ import annotations
 
@@ -8,19 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdbench.data import dataset_info
-from kdbench.methods import method_class
+from kdbench.methods import Method, method_class
 from kdbench.methods.registry import resolve_hparams
 from kdbench.plan.space import search_space
 from kdbench.plan.specs import (
-    EXPERT_NET,
     Cell,
-    ExpertSpec,
+    PrerequisiteSpec,
     StudentSpec,
     TeacherSpec,
     TrialSpec,
 )
 from kdbench.results.schema import Phase
-from kdbench.spec import Budget, MethodEntry, Suite, TeacherRef, digest
+from kdbench.spec import MethodEntry, Suite, TeacherRef, digest
 
 
 @dataclass(frozen=True)
@@ -78,48 +78,42 @@ class Plan:
         return out
 
 
-def expert_specs(
+def prerequisite_specs(
     suite: Suite, cell: Cell, hparams: tuple[tuple[str, Any], ...], refit: bool
-) -> list[ExpertSpec]:
-    """The expert trajectories a trial of ``cell`` with ``hparams`` learns from (none unless
-    its method declares ``expert_recipe``): seeds 0 … n−1, trained on train+val with
-    ``refit``. The suite's budget does not enter: the recipe is the method's."""
+) -> list[PrerequisiteSpec]:
+    """What a trial of ``cell`` with ``hparams`` needs made first, as its method declares
+    (``Method.prerequisites``; none for most): each a trial at seeds 0 … n−1, trained on
+    train+val with ``refit``. The suite's budget does not enter: the recipe is the method's."""
     cls = method_class(cell.method.name)
-    recipe_of = getattr(cls, "expert_recipe", None)
-    if recipe_of is None:
-        return []
-    hp = dict(hparams)
+    if cls.prerequisites.__func__ is Method.prerequisites.__func__:  # type: ignore[attr-defined]
+        return []  # declares none: the data set's files need not be looked at
     info = dataset_info(cell.dataset, suite.data.root)
-    recipe = recipe_of(hp, tuple(info.input_shape))
-    fields = tuple(sorted(recipe.identity().items()))
-    budget = Budget(
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        optimizer="sgd",
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-    )
     return [
-        ExpertSpec(
+        PrerequisiteSpec(
             refit=refit,
+            phase=p.kind,
+            method=p.kind,
+            label=p.kind,
             dataset=cell.dataset,
-            teacher=TeacherRef(EXPERT_NET),
+            teacher=TeacherRef(p.network),
             seed=seed,
-            epochs=recipe.epochs,
-            budget=budget,
+            epochs=p.budget.epochs,
+            budget=p.budget,
             data=suite.data,
             resources=suite.resources.trial,
-            hparams=fields,
+            hparams=p.recipe,
+            maker=cell.method.name,
         )
-        for seed in range(cls.expert_count(hp))
+        for p in cls.prerequisites(dict(hparams), tuple(info.input_shape))
+        for seed in range(p.seeds)
     ]
 
 
-def expert_ids(
+def prerequisites_of(
     suite: Suite, cell: Cell, hparams: tuple[tuple[str, Any], ...], refit: bool
-) -> tuple[str, ...]:
-    return tuple(e.trial_id for e in expert_specs(suite, cell, hparams, refit))
+) -> tuple[tuple[str, str], ...]:
+    """(kind, trial id) of each of ``prerequisite_specs``."""
+    return tuple((p.phase, p.trial_id) for p in prerequisite_specs(suite, cell, hparams, refit))
 
 
 def confirm_count(suite: Suite, complete: int) -> int:
@@ -199,7 +193,7 @@ def _student_spec(
         resources=suite.resources.trial,
         teacher_id=teacher.trial_id,
         number=number,
-        experts=expert_ids(suite, cell, hparams, refit),
+        prerequisites=prerequisites_of(suite, cell, hparams, refit),
     )
 
 
@@ -246,8 +240,9 @@ def study_identity(suite: Suite, cell: Cell, teacher: TeacherSpec) -> dict[str, 
 
 
 def expand(suite: Suite) -> Plan:
-    """Teachers (one per data set × teacher × seed, or per checkpoint), expert trajectories
-    (``ExpertSpec``, where a method learns from them), studies and finals.
+    """Teachers (one per data set × teacher × seed, or per checkpoint), what methods declare
+    they need made first (``PrerequisiteSpec``, planned with the teachers), studies and
+    finals.
 
     A cell is tuned when ``tuning.trials > 0`` and its method has something to search;
     otherwise its final trials run the defaults with the suite's ``params``. With
@@ -270,12 +265,14 @@ def expand(suite: Suite) -> Plan:
     all_cells = cells(suite)
     finals: list[StudentSpec] = []
     studies: list[StudyPlan] = []
-    experts: dict[str, ExpertSpec] = {}
+    prerequisites: dict[str, PrerequisiteSpec] = {}
     for cell in all_cells:
         hp = resolve_hparams(cell.method)
         tuned = suite.tuning.trials > 0 and bool(search_space(cell.method))
         for refit in {suite.data.refits, False} if tuned else {suite.data.refits}:
-            experts.update((e.trial_id, e) for e in expert_specs(suite, cell, hp, refit))
+            prerequisites.update(
+                (p.trial_id, p) for p in prerequisite_specs(suite, cell, hp, refit)
+            )
         space = search_space(cell.method) if suite.tuning.trials > 0 else {}
         if space:  # the tuning teacher first: tuning starts first
             tuning_teacher = teacher(cell.dataset, cell.pair.teacher, False)
@@ -291,7 +288,7 @@ def expand(suite: Suite) -> Plan:
     return Plan(
         suite=suite,
         cells=tuple(all_cells),
-        teachers=tuple(teachers.values()) + tuple(experts.values()),
+        teachers=tuple(teachers.values()) + tuple(prerequisites.values()),
         finals=tuple(finals),
         studies=tuple(studies),
     )

@@ -47,8 +47,8 @@ class TrialSpec:
     """What every trial has: everything a worker needs to run it, nothing looked up elsewhere.
 
     Three kinds, each run by ``run_teacher`` or ``run_student``: ``TeacherSpec`` (train or
-    load a teacher), ``ExpertSpec`` (a teacher-like trial that trains an expert trajectory)
-    and ``StudentSpec`` (a ``tune``, ``confirm`` or ``final`` trial of a cell). All answer the
+    load a teacher), ``PrerequisiteSpec`` (a teacher-like trial that makes what a method
+    declared it needs first) and ``StudentSpec`` (a ``tune``, ``confirm`` or ``final`` trial of a cell). All answer the
     same questions (``student``, ``method``, ``label``, ``hparams``, ``teacher_id``,
     ``number``, ``checkpoint_sha256``), a teacher with constants, so that rows and ids are
     built one way. ``phase`` is one of the five of ``results.schema.Phase``.
@@ -136,24 +136,22 @@ class TeacherSpec(TrialSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExpertSpec(TeacherSpec):
-    """An expert trajectory (dd_mtt's): a network trained on the real training split by the
-    method's recipe (``hparams``), its parameters kept after every epoch. Trained once per
-    (data set, network, recipe, expert seed) and shared by every trial that names it, as a
-    teacher is: it runs first, its trajectory is cached under its trial id, and its row says
-    ``expert`` in the ``phase`` and ``method`` columns, with the expert's own accuracies."""
+class PrerequisiteSpec(TeacherSpec):
+    """What a method declares must exist before its trials run (``methods.base.Prerequisite``,
+    dd_mtt's expert trajectories): a trial planned like a teacher, once per (data set,
+    network, recipe, seed), shared by every trial that names it. It runs first, its result is
+    cached under its trial id, and its row says its ``kind`` in the ``phase`` and ``method``
+    columns, with its own accuracies."""
 
-    phase: Phase = "expert"
+    phase: Phase
+    method: str  # type: ignore[misc]
+    """Its kind, as the method declared it (``expert``)."""
+    label: str  # type: ignore[misc]
     hparams: tuple[tuple[str, Any], ...] = ()  # type: ignore[misc]
-    """The recipe (``kdbench.methods.experts.ExpertRecipe``'s fields)."""
-
-    method: ClassVar[str] = "expert"
-    label: ClassVar[str] = "expert"
-
-
-EXPERT_NET = "convnet_sized"
-"""The ``teacher`` column of an expert's row: the ConvNet its recipe sizes (width and depth in
-its ``hparams``)."""
+    """Its recipe, as the method declared it."""
+    maker: str = ""
+    """The method that declared it, asked on the worker for its recipe object; not part of
+    its identity (two methods that declare the same recipe share the trial)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,9 +171,14 @@ class StudentSpec(TrialSpec):
     number: int | None = None  # type: ignore[misc]
     """Tune trials: the Optuna trial number; confirm trials: the number of the trial they
     rerun."""
-    experts: tuple[str, ...] = ()
-    """The trial ids of the expert trajectories its method learns from (dd_mtt); not part of
-    its identity, which its hyperparameters and data set already fix."""
+    prerequisites: tuple[tuple[str, str], ...] = ()
+    """(kind, trial id) of what its method declared must exist first (dd_mtt's expert
+    trajectories); not part of its identity, which its hyperparameters and data set already
+    fix."""
+
+    @property
+    def prerequisite_ids(self) -> tuple[str, ...]:
+        return tuple(tid for _, tid in self.prerequisites)
 
     checkpoint_sha256: ClassVar[None] = None
 

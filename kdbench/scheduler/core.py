@@ -80,15 +80,15 @@ class Teachers:
     waiting: dict[str, int] = field(default_factory=dict)
 
     def waits(self, spec: TrialSpec) -> bool:
-        """Whether a student trial would wait for a teacher (or an expert trajectory) still in
-        training."""
+        """Whether a student trial would wait for a teacher (or another trial its method
+        needs first) still in training."""
         return self.waits_for(spec) is not None
 
     def waits_for(self, spec: TrialSpec) -> str | None:
-        """The first teacher or expert still in training that a student trial waits for."""
+        """The first teacher or prerequisite still in training that a student trial waits for."""
         if not isinstance(spec, StudentSpec):
             return None
-        needed = ((spec.teacher_id,) if spec.wants_teacher else ()) + spec.experts
+        needed = ((spec.teacher_id,) if spec.wants_teacher else ()) + spec.prerequisite_ids
         return next((t for t in needed if t in self.running), None)
 
     @property

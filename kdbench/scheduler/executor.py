@@ -70,7 +70,7 @@ class RayExecutor:
         trials = []
 
         def arg(tid: str) -> int:
-            """The task's argument that holds a teacher's weights (or an expert's trajectory)."""
+            """The task's argument that holds a teacher's weights (or a prerequisite's result)."""
             if tid not in index:
                 index[tid] = len(teachers)
                 teachers.append(self.teacher_weights(tid))
@@ -80,9 +80,11 @@ class RayExecutor:
             spec = p.spec
             assert isinstance(spec, StudentSpec)
             at = arg(spec.teacher_id) if spec.wants_teacher else None
-            experts = tuple(arg(e) for e in spec.experts)
+            needed = tuple(arg(t) for t in spec.prerequisite_ids)
             trials.append(
-                StudentTrial(spec, at, self._reporter(p), self._reused(spec), experts=experts)
+                StudentTrial(
+                    spec, at, self._reporter(p), self._reused(spec), prerequisites=needed
+                )
             )
         first = batch[0].spec
         name = first.trial_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")

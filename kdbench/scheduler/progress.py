@@ -88,7 +88,7 @@ class Progress:
 def describe(row: dict[str, Any]) -> str:
     who = (
         f"{row['dataset']} {row['teacher']}"
-        if row["phase"] in ("teacher", "expert")
+        if row.get("student") is None  # a teacher, or what a method needs first
         else f"{row['dataset']} {row['teacher']}→{row['student']} {row['method']}"
     )
     text = f"{row['status']:<6} {row['phase']:<7} {who} seed={row['seed']}"

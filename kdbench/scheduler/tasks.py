@@ -39,17 +39,18 @@ class StudentTrial:
     reporter: Reporter | None = None
     reused: Mapping[ArtifactKey, bytes] = field(default_factory=dict)
     """What earlier trials made under the method's ``reusable`` keys."""
-    experts: tuple[int, ...] = ()
-    """Its expert trajectories (dd_mtt): indices into the task's ``teachers`` arguments, in
-    the order of ``spec.experts``; they reach the method with ``reused``."""
+    prerequisites: tuple[int, ...] = ()
+    """What its method needed made first (dd_mtt's expert trajectories): indices into the
+    task's ``teachers`` arguments, in the order of ``spec.prerequisites``; they reach the
+    method with ``reused``, under ``ArtifactKey(kind, trial id)``."""
 
     def reused_with(self, teachers: tuple[bytes | None, ...]) -> Mapping[ArtifactKey, bytes]:
-        if not self.experts:
+        if not self.prerequisites:
             return self.reused
         out = dict(self.reused)
-        for tid, i in zip(self.spec.experts, self.experts, strict=True):
-            if teachers[i] is not None:  # a failed expert's trajectory is missing
-                out[ArtifactKey("experts", tid)] = teachers[i]
+        for (kind, tid), i in zip(self.spec.prerequisites, self.prerequisites, strict=True):
+            if teachers[i] is not None:  # a failed prerequisite's result is missing
+                out[ArtifactKey(kind, tid)] = teachers[i]
         return out
 
 

@@ -79,7 +79,7 @@ def remaining(
         else:
             queue += [Pending(s) for s in tuner.finals(name) if pending(s)]
     wanted = {p.spec.teacher_id for p in queue}
-    wanted |= {e for p in queue for e in getattr(p.spec, "experts", ())}
+    wanted |= {t for p in queue for t in getattr(p.spec, "prerequisite_ids", ())}
     if tuner:
         wanted |= {t for name in active + confirming for t in tuner.teachers_of(name)}
     teachers = [

@@ -5,7 +5,8 @@ batches (a fresh permutation of the training split each epoch, normalised and au
 tensors, from the trial's generator), the teacher (in eval mode by construction, its outputs
 computed once when the images never change), the step (named loss terms summed, one backward,
 one optimiser step) and the divergence check. ``fit`` (a trial's training), a method's
-pre-training stage (``training.stage``) and an expert trajectory (``training.experts``) are
+pre-training stage (``training.stage``) and a trajectory a method needs first
+(``training.trajectory``: dd_mtt's experts) are
 each a short loop over it; a data-parallel step or a streamed loader plugs in here.
 """
 
@@ -220,7 +221,7 @@ class Batches:
     cannot train on), normalised (the whole split once, when its float copy is small: a
     batch's slice of the normalised split is the normalised slice), augmented from ``gen``
     when ``augment``, in the precision's memory layout. ``drop_single=False`` keeps a last
-    batch of one (a network without BatchNorm, as an expert trajectory's reference does)."""
+    batch of one (a network without BatchNorm, as MTT's trajectories are trained)."""
 
     def __init__(
         self,

@@ -27,13 +27,12 @@ from kdbench import provenance
 from kdbench._version import __version__
 from kdbench.data import DataBundle
 from kdbench.methods import MethodContext, method_class
-from kdbench.methods.experts import ExpertRecipe
 from kdbench.models import KDModel, build_model, count_macs, count_params
-from kdbench.plan import ExpertSpec, StudentSpec, TeacherSpec, TrialSpec
+from kdbench.plan import PrerequisiteSpec, StudentSpec, TeacherSpec, TrialSpec
 from kdbench.results.layout import ArtifactKey, student_artifact
-from kdbench.training.experts import train_trajectory
 from kdbench.training.loop import EpochStats, accuracy, fit, predict
 from kdbench.training.stage import prepare
+from kdbench.training.trajectory import train_trajectory
 from kdbench.training.weights import dump_student, dump_weights, load_weights
 
 
@@ -208,17 +207,19 @@ def run_teacher(
 ) -> TrialOutcome:
     """Train a teacher (or load the user's ``checkpoint``) and score it on val and test; an
     exception becomes a ``failed`` row with its reason, never a crash."""
-    if isinstance(spec, ExpertSpec):
-        return _guarded(spec, info, lambda device: _expert_trial(spec, data, info, device))
+    if isinstance(spec, PrerequisiteSpec):
+        return _guarded(spec, info, lambda device: _prerequisite_trial(spec, data, info, device))
     return _guarded(spec, info, lambda device: _teacher_trial(spec, data, info, device, checkpoint))
 
 
-def _expert_trial(
-    spec: ExpertSpec, data: DataBundle, info: RunInfo, device: torch.device
+def _prerequisite_trial(
+    spec: PrerequisiteSpec, data: DataBundle, info: RunInfo, device: torch.device
 ) -> TrialOutcome:
-    """An expert trajectory: trained by its recipe, scored on val and test; the trajectory is
-    the outcome's ``weights`` (cached and handed out as a teacher's are)."""
-    recipe = ExpertRecipe(**dict(spec.hparams))
+    """What a method declared it needs first, made by the recipe the method gives back for
+    it: a trajectory (the only kind of training a method declares today), scored on val and
+    test; the trajectory is the outcome's ``weights`` (cached and handed out as a teacher's
+    are)."""
+    recipe = method_class(spec.maker).prerequisite_recipe(spec.phase, dict(spec.hparams))
     seed_torch(spec.seed, device)
     traj = train_trajectory(data, recipe, seed=spec.seed, device=device)
     row = base_row(spec, info)
@@ -462,7 +463,7 @@ def _score_final(
 ) -> None:
     """A final trial's score on the test split, after training ends. The test split is read
     here, by ``fit`` for a final's per-epoch reporting (``report_test``: never used to choose
-    anything), and by a teacher's or an expert's scoring; never by tuning."""
+    anything), and by the scoring of a teacher or a prerequisite; never by tuning."""
     test_x, test_y = data.test_x.to(device), data.test_y.to(device)
     logits = predict(student, data, test_x)
     row.update(test_acc=accuracy(logits, test_y), test_top5=accuracy(logits, test_y, k=5))

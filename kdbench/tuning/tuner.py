@@ -21,8 +21,8 @@ from kdbench.plan import (
     confirm_count,
     confirm_spec,
     contains,
-    expert_ids,
     final_spec,
+    prerequisites_of,
     representative_confirms,
     resolve_hparams,
     tune_spec,
@@ -77,12 +77,12 @@ class Tuner:
         """The teachers a study's trials and its finals distil from."""
         study = self.studies[name]
         hp = resolve_hparams(study.cell.method)
-        experts = {  # its expert trajectories (dd_mtt), for tuning and for the finals
-            e
+        first = {  # what its method needs made first, for tuning and for the finals
+            tid
             for refit in {False, self.suite.data.refits}
-            for e in expert_ids(self.suite, study.cell, hp, refit)
+            for _, tid in prerequisites_of(self.suite, study.cell, hp, refit)
         }
-        return {study.teacher.trial_id, study.final_teacher.trial_id} | experts
+        return {study.teacher.trial_id, study.final_teacher.trial_id} | first
 
     def spec(self, name: str, number: int, params: dict[str, Any] | None) -> StudentSpec:
         study = self.studies[name]

@@ -1,6 +1,7 @@
-"""Expert trajectories for ``dd_mtt``, as the method declares them: the recipe an expert trains by
-and the trajectory it leaves (the trainer trains them: ``kdbench.training.experts``). Experts are
-ConvNets trained on the real training split, their
+"""Trajectories of a network's parameters, and dd_mtt's recipe for its expert trajectories, as
+the method declares them: the recipe an expert trains by (``ExpertRecipe``) and the trajectory
+it leaves (``Trajectory``); the trainer trains them (``kdbench.training.trajectory``). Experts
+are ConvNets trained on the real training split, their
 parameters kept after every epoch (Cazenavette et al. 2022, "Dataset Distillation by Matching
 Training Trajectories", CVPR, §3.1 "Expert trajectories"; reference code ``buffer.py``).
 
@@ -32,6 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
+from kdbench.methods.dsa import DSA
+from kdbench.methods.synthetic import matching_net
+from kdbench.spec import Budget
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,25 @@ class ExpertRecipe:
     def identity(self) -> dict[str, Any]:
         """What determines a trajectory (all the fields): an expert trial's hyperparameters."""
         return dataclasses.asdict(self)
+
+    def budget(self) -> Budget:
+        """Plain SGD at the recipe's rate, momentum, weight decay and batch size."""
+        return Budget(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer="sgd",
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
+
+    def network(self, data: Any, device: torch.device) -> nn.Module:
+        """A freshly initialised matching ConvNet (from the global generator's state)."""
+        return matching_net(data, self.width, self.depth, device)
+
+    def transform(self) -> DSA | None:
+        """DSA on every batch, per sample, when the recipe says so."""
+        return DSA() if self.dsa else None
 
 
 @dataclass
