@@ -18,10 +18,10 @@ import torch
 
 from kdbench.data import DataBundle
 from kdbench.methods.base import Method, Step
-from kdbench.models.base import KDModel, count_macs
+from kdbench.models.base import KDModel
 from kdbench.spec import Budget
 from kdbench.training import compiled
-from kdbench.training.trainer import Precision, Trainer, as_fp32, lr_at
+from kdbench.training.trainer import Precision, Trainer, as_fp32, lr_at, precisions
 
 
 @dataclass
@@ -117,17 +117,10 @@ def fit(
     val_x, val_y = data.val_x.to(device), data.val_y.to(device)
     if report_test:
         test_x, test_y = data.test_x.to(device), data.test_y.to(device)
-    precision = Precision.resolve(
-        budget.precision, count_macs(model, data.input_shape) if macs is None else macs, device, model
-    )
     reads_teacher = teacher is not None and method.uses_teacher(method.hp)
-    teacher_precision = precision
-    if reads_teacher:
-        # The teacher computes at its own precision: a heavy teacher of a light student
-        # (resnet32x4 → mobilenetv2) runs in bf16 where that is fast, though the student
-        # does not; its outputs reach the losses in fp32 either way.
-        teacher_macs = count_macs(teacher, data.input_shape)
-        teacher_precision = Precision.resolve(budget.precision, teacher_macs, device, teacher)
+    precision, teacher_precision = precisions(
+        budget.precision, device, data, model, macs, teacher if reads_teacher else None
+    )
     trainer = Trainer(
         data,
         train_x,

@@ -23,8 +23,7 @@ from typing import Any
 import torch
 
 from kdbench.methods.base import Method, Reused, Stage, TrainingSet
-from kdbench.models.base import count_macs
-from kdbench.training.trainer import Precision, Trainer, as_fp32
+from kdbench.training.trainer import Trainer, as_fp32, precisions
 
 
 def prepare(
@@ -59,9 +58,7 @@ def run_stage(stage: Stage, data: Any, *, spec: Any, device: torch.device) -> fl
         budget = spec.budget
         sgd = replace(budget, optimizer="sgd", lr=budget.lr * stage.lr_scale)
         probe = student if student is not None else teacher
-        precision = Precision.resolve(
-            budget.precision, count_macs(probe, data.input_shape), device, probe
-        )
+        precision, _ = precisions(budget.precision, device, data, probe)
         trainer = Trainer(
             data,
             data.train_x.to(device),

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from kdbench.data import DataBundle, augment_batch
-from kdbench.models.base import KDModel, ModelOutput
+from kdbench.models.base import KDModel, ModelOutput, count_macs
 from kdbench.spec import Budget
 from kdbench.training import compiled
 from kdbench.training.compiled import Forward
@@ -122,6 +122,27 @@ class Precision:
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def precisions(
+    choice: str,
+    device: torch.device,
+    data: DataBundle,
+    model: torch.nn.Module,
+    macs: int | None = None,
+    teacher: torch.nn.Module | None = None,
+) -> tuple[Precision, Precision]:
+    """``budget.precision`` for the trained ``model`` (of ``macs`` MACs an image when counted
+    already) and for the ``teacher`` whose outputs the loss reads (the model's when None).
+    The teacher computes at its own precision: a heavy teacher of a light student
+    (resnet32x4 → mobilenetv2) runs in bf16 where that is fast, though the student does not;
+    its outputs reach the losses in fp32 either way."""
+    own = Precision.resolve(
+        choice, count_macs(model, data.input_shape) if macs is None else macs, device, model
+    )
+    if teacher is None:
+        return own, own
+    return own, Precision.resolve(choice, count_macs(teacher, data.input_shape), device, teacher)
 
 
 def as_fp32(out: ModelOutput) -> ModelOutput:
