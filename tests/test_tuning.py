@@ -13,24 +13,13 @@ from kdbench.plan import expand, resolve_hparams, search_space, tune_spec
 from kdbench.spec import TuningConfig
 from kdbench.training.trial import RunInfo, run_student, run_teacher
 from kdbench.tuning.studies import StudyBook, StudySpec, journal_path, select
-from kdbench.validation import parse_suite
+from tests.conftest import small_suite
 
 INFO = RunInfo(run_id="r", suite="t")
 
 
 def suite(**over):
-    raw = {
-        "name": "t",
-        "datasets": ["synthetic"],
-        "pairs": [{"teacher": "cnn_small", "student": "cnn_tiny"}],
-        "methods": ["kd"],
-        "seeds": [0],
-        "budget": {"epochs": 3},
-        "teacher": {"epochs": 2},
-        "tuning": {"trials": 4},
-    }
-    raw.update(over)
-    return parse_suite(raw)
+    return small_suite(**{"budget": {"epochs": 3}, "tuning": {"trials": 4}, **over})
 
 
 def test_search_space_follows_the_method_params_and_overrides():
