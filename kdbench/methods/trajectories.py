@@ -1,8 +1,7 @@
 """Trajectories of a network's parameters, and dd_mtt's recipe for its expert trajectories, as
 the method declares them: the recipe an expert trains by (``ExpertRecipe``) and the trajectory
 it leaves (``Trajectory``); the trainer trains them (``kdbench.training.trajectory``). Experts
-are ConvNets trained on the real training split, their
-parameters kept after every epoch (Cazenavette et al. 2022, "Dataset Distillation by Matching
+are ConvNets trained on the real training split, their parameters kept after every epoch (Cazenavette et al. 2022, "Dataset Distillation by Matching
 Training Trajectories", CVPR, §3.1 "Expert trajectories"; reference code ``buffer.py``).
 
 An expert is the matching ConvNet (``synthetic.matching_net``, instance norm) trained from a

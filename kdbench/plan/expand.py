@@ -92,8 +92,6 @@ def prerequisite_specs(
         PrerequisiteSpec(
             refit=refit,
             phase=p.kind,
-            method=p.kind,
-            label=p.kind,
             dataset=cell.dataset,
             teacher=TeacherRef(p.network),
             seed=seed,
@@ -268,12 +266,11 @@ def expand(suite: Suite) -> Plan:
     prerequisites: dict[str, PrerequisiteSpec] = {}
     for cell in all_cells:
         hp = resolve_hparams(cell.method)
-        tuned = suite.tuning.trials > 0 and bool(search_space(cell.method))
-        for refit in {suite.data.refits, False} if tuned else {suite.data.refits}:
+        space = search_space(cell.method) if suite.tuning.trials > 0 else {}
+        for refit in {suite.data.refits, False} if space else {suite.data.refits}:
             prerequisites.update(
                 (p.trial_id, p) for p in prerequisite_specs(suite, cell, hp, refit)
             )
-        space = search_space(cell.method) if suite.tuning.trials > 0 else {}
         if space:  # the tuning teacher first: tuning starts first
             tuning_teacher = teacher(cell.dataset, cell.pair.teacher, False)
         final_teacher = teacher(cell.dataset, cell.pair.teacher, True)
@@ -283,7 +280,6 @@ def expand(suite: Suite) -> Plan:
                 StudyPlan(cell, name, space, suite.tuning.trials, tuning_teacher, final_teacher)
             )
         else:
-            hp = resolve_hparams(cell.method)
             finals += [final_spec(suite, cell, final_teacher, seed, hp) for seed in suite.seeds]
     return Plan(
         suite=suite,

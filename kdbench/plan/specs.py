@@ -144,14 +144,21 @@ class PrerequisiteSpec(TeacherSpec):
     columns, with its own accuracies."""
 
     phase: Phase
-    method: str  # type: ignore[misc]
     """Its kind, as the method declared it (``expert``)."""
-    label: str  # type: ignore[misc]
     hparams: tuple[tuple[str, Any], ...] = ()  # type: ignore[misc]
     """Its recipe, as the method declared it."""
     maker: str = ""
     """The method that declared it, asked on the worker for its recipe object; not part of
     its identity (two methods that declare the same recipe share the trial)."""
+
+    @property  # type: ignore[override]
+    def method(self) -> str:
+        """Its kind, as the ``method`` column (and its identity) says."""
+        return self.phase
+
+    @property  # type: ignore[override]
+    def label(self) -> str:
+        return self.phase
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -331,7 +331,7 @@ def _teacher_trial(
         result = fit(
             model,
             data,
-            method=method_class("scratch")({}, ctx).to(device),
+            method=method_class(spec.trains_method)({}, ctx).to(device),
             budget=spec.budget,
             epochs=spec.epochs,
             seed=spec.seed,
