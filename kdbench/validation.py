@@ -99,6 +99,7 @@ def _pairing(r: Reader, suite: Suite, written: list[Any]) -> None:
     # the scratch entry added in front (dataset distillation's baselines come last)
     offset = int(suite.methods[0].label == "scratch" and not lists_scratch(written))
     probes: dict[tuple[str, tuple[int, ...], int], Any] = {}
+    shapes: dict[str, tuple[tuple[int, ...], int] | None] = {}
     for i, entry in enumerate(suite.methods):
         cls = method_class(entry.name)
         by_outputs = cls.pairing.__func__ is not Method.pairing.__func__  # type: ignore[attr-defined]
@@ -108,7 +109,9 @@ def _pairing(r: Reader, suite: Suite, written: list[Any]) -> None:
         hp = cls.complete({**cls.defaults(), **dict(entry.params)})
         wants_teacher = cls.uses_teacher(hp)
         for dataset in suite.datasets:
-            shape = _data_shape(dataset, suite.data.root)
+            if dataset not in shapes:  # a folder's data set is looked at once, not per method
+                shapes[dataset] = _data_shape(dataset, suite.data.root)
+            shape = shapes[dataset]
             if shape is None:
                 continue
             for pair in suite.pairs:

@@ -29,6 +29,13 @@ def lint(cwd, pythonpath=None):
     )
 
 
+def copy_of_package(tmp_path):
+    """The package and its contracts, copied where a test may break them."""
+    shutil.copytree(REPO / "kdbench", tmp_path / "kdbench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path / "kdbench"
+
+
 def test_the_layer_contracts_hold():
     done = lint(REPO)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -38,9 +45,7 @@ def test_the_layer_contracts_hold():
 def test_an_upward_import_breaks_the_layer_contract(tmp_path):
     """The check is real: a method that imports the training loop (a layer above it), in a
     copy of the package, is named as the broken contract."""
-    shutil.copytree(REPO / "kdbench", tmp_path / "kdbench", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    kd = tmp_path / "kdbench" / "methods" / "kd.py"
+    kd = copy_of_package(tmp_path) / "methods" / "kd.py"
     kd.write_text(kd.read_text() + "\n\ndef _upward():\n    from kdbench.training import loop\n\n    return loop\n")
     done = lint(tmp_path, pythonpath=tmp_path)
     assert done.returncode != 0
@@ -49,10 +54,7 @@ def test_an_upward_import_breaks_the_layer_contract(tmp_path):
 
 
 def test_the_suite_layer_imports_no_torch(tmp_path):
-    spec = tmp_path / "kdbench" / "spec"
-    shutil.copytree(REPO / "kdbench", tmp_path / "kdbench", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    hparams = spec / "hparams.py"
+    hparams = copy_of_package(tmp_path) / "spec" / "hparams.py"
     hparams.write_text(hparams.read_text() + "\nimport torch  # noqa: E402\n")
     done = lint(tmp_path, pythonpath=tmp_path)
     assert done.returncode != 0
