@@ -13,6 +13,8 @@ the registries, then what only the models, the methods and the files can tell.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import warnings
 from collections.abc import Collection
@@ -24,7 +26,7 @@ import torch
 from kdbench.data import DATASETS, dataset_info
 from kdbench.errors import KdbenchError
 from kdbench.methods import Method, method_class
-from kdbench.models import MODELS, build_model
+from kdbench.models import MODELS, build_model, pretrained
 from kdbench.plan import implied_entries
 from kdbench.shipped import suite_file
 from kdbench.spec import HParam, MethodEntry, Suite, read_yaml
@@ -71,10 +73,42 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
     pairings of its methods."""
     suite = read_spec(raw, catalog=Registries(), source=source, base_dir=base_dir)
     r = Reader(source)
+    suite = _pretrained(r, suite)
     _checkpoints(r, suite)
     written = raw["methods"] if isinstance(raw, dict) else []
     _pairing(r, suite, written if isinstance(written, list) else [])
+    _streaming(r, suite, written if isinstance(written, list) else [])
     return suite
+
+
+def _pretrained(r: Reader, suite: Suite) -> Suite:
+    """Each ``weights:`` teacher with the path of its file in the library's cache and its
+    published hash. A missing file is a run's to refuse (``missing_weights``), not a plan's,
+    when the hash is published; timm publishes none, so its file must be there."""
+    pairs = list(suite.pairs)
+    for i, pair in enumerate(pairs):
+        ref = pair.teacher
+        if ref.weights is None:
+            continue
+        try:
+            found = pretrained.resolve(ref.arch, ref.weights)
+        except KdbenchError as exc:
+            raise r.fail(f"pairs[{i}].teacher.weights", str(exc)) from None
+        if found.digest is None and not found.present:
+            raise r.fail(f"pairs[{i}].teacher.weights", found.missing())
+        ref = dataclasses.replace(ref, checkpoint=found.path, digest=found.digest)
+        pairs[i] = dataclasses.replace(pair, teacher=ref)
+    return dataclasses.replace(suite, pairs=tuple(pairs))
+
+
+def missing_weights(suite: Suite) -> None:
+    """Refuse, in one line, a run whose pretrained teachers' files are not there."""
+    for pair in suite.pairs:
+        ref = pair.teacher
+        if ref.weights is not None and ref.checkpoint and not os.path.isfile(ref.checkpoint):
+            raise KdbenchError(
+                pretrained.resolve(ref.arch, ref.weights).missing() + f" ({ref.arch} {ref.weights})"
+            )
 
 
 def _checkpoints(r: Reader, suite: Suite) -> None:
@@ -83,14 +117,15 @@ def _checkpoints(r: Reader, suite: Suite) -> None:
     read: set[str] = set()
     for i, pair in enumerate(suite.pairs):
         path = pair.teacher.checkpoint
-        if path is None or path in read:
+        if path is None or path in read or not os.path.isfile(path):  # missing: weights'
             continue
+        key = "weights" if pair.teacher.weights else "checkpoint"
         try:
             with warnings.catch_warnings():  # torch warns of pickle protocols: not one line
                 warnings.simplefilter("ignore")
-                read_checkpoint(path)
+                read_checkpoint(path, digest=pair.teacher.digest)
         except KdbenchError as exc:
-            raise r.fail(f"pairs[{i}].teacher.checkpoint", _ANSI.sub("", str(exc))) from None
+            raise r.fail(f"pairs[{i}].teacher.{key}", _ANSI.sub("", str(exc))) from None
         read.add(path)
 
 
@@ -130,6 +165,23 @@ def _pairing(r: Reader, suite: Suite, written: list[Any]) -> None:
                         f"'{entry.name}' cannot distil {pair.teacher.arch} → {pair.student} "
                         f"on {dataset}: {reason}",
                     )
+
+
+def _streaming(r: Reader, suite: Suite, written: list[Any]) -> None:
+    """Every method runs on every streamed data set it is given, or is refused with why."""
+    streamed = [d for d in suite.datasets if getattr(DATASETS.get(d), "streamed", False)]
+    if not streamed:
+        return
+    offset = int(suite.methods[0].label == "scratch" and not lists_scratch(written))
+    for i, entry in enumerate(suite.methods):
+        reasons = [method_class(n).in_memory() for n in entry.name.split("+")]
+        reason = next((x for x in reasons if x), None)
+        if reason:
+            raise r.fail(
+                f"methods[{max(i - offset, 0)}]",
+                f"'{entry.name}' cannot run on {streamed[0]}, which is streamed from files: "
+                f"{reason}; use an in-memory data set for it (a downsampled copy)",
+            )
 
 
 def _data_shape(dataset: str, root: str | None) -> tuple[tuple[int, ...], int] | None:

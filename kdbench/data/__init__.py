@@ -6,7 +6,7 @@ from kdbench.data.augment import augment_batch
 from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
 from kdbench.data.registry import DATASETS, DatasetInfo, dataset_info, default_root, load_dataset
 
-FAMILIES = ("digits", "imagefolder", "synthetic", "torchvision_sets")
+FAMILIES = ("digits", "imagefolder", "imagenet", "synthetic", "torchvision_sets")
 """The files of ``kdbench/data/`` that register data sets, imported on the registry's first use."""
 
 for _family in FAMILIES:

@@ -3,6 +3,10 @@
 Small-image data sets fit in memory (CIFAR-100's 50,000 training images are 150 MB as uint8),
 so they are held as tensors, moved to the trial's device once, and augmented in batches.
 
+A data set too large for memory is *streamed*: its splits are ``ImageStream``s
+(``kdbench.data.stream``) where an in-memory one holds tensors, read from files as training
+goes; its labels are tensors as ever. Which one a data set is, its registration decides.
+
 A data set may also hold an unlabeled pool (``unlabeled_x``: SVHN's ``extra`` split, an image
 folder's ``unlabeled/``): images without labels that a method declaring
 ``Needs(transfer_set=True)`` trains on beside the training split (``transfer_set``).
@@ -11,8 +15,11 @@ folder's ``unlabeled/``): images without labels that a method declaring
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from kdbench.data.stream import ImageStream, is_stream
 
 SPLIT_SEED = 0
 """The seed that carves `val` out of the training data: fixed, so every trial sees the same split."""
@@ -29,11 +36,11 @@ class AugmentSpec:
 @dataclass
 class DataBundle:
     name: str
-    train_x: torch.Tensor
+    train_x: torch.Tensor | ImageStream
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val_x: torch.Tensor | ImageStream
     val_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: torch.Tensor | ImageStream
     test_y: torch.Tensor
     num_classes: int
     augment: AugmentSpec = field(default_factory=AugmentSpec)
@@ -55,6 +62,8 @@ class DataBundle:
                 f"the training images {tuple(self.train_x.shape[1:])}"
             )
         if not self.mean:
+            if is_stream(self.train_x):
+                raise ValueError(f"{self.name}: a streamed data set declares its mean and std")
             x = to_unit(self.train_x)
             self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
             self.std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
@@ -62,6 +71,11 @@ class DataBundle:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether any split is read from files as training goes (an ``ImageStream``)."""
+        return any(is_stream(x) for x in (self.train_x, self.val_x, self.test_x))
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
@@ -72,6 +86,8 @@ class DataBundle:
 
         Index ``i < len(train_y)`` is training image ``i``; the pool follows in its own order.
         """
+        if is_stream(self.train_x):
+            raise ValueError(f"{self.name} is streamed: it has no transfer set in memory")
         x, y = self.train_x.to(device), self.train_y.to(device)
         if self.unlabeled_x is None or len(self.unlabeled_x) == 0:
             return x, y
@@ -87,7 +103,7 @@ class DataBundle:
         statistics stay those of `train`, which the tuned settings were chosen under."""
         return DataBundle(
             name=self.name,
-            train_x=torch.cat([self.train_x, self.val_x]),
+            train_x=join(self.train_x, self.val_x),
             train_y=torch.cat([self.train_y, self.val_y]),
             val_x=self.val_x[:0],
             val_y=self.val_y[:0],
@@ -105,6 +121,13 @@ class DataBundle:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (to_unit(x) - mean) / std
+
+
+def join(a: torch.Tensor | ImageStream, b: torch.Tensor | ImageStream) -> Any:
+    """Split ``a`` followed by split ``b``, both in memory or both streamed."""
+    if is_stream(a) and is_stream(b):
+        return a.cat(b)
+    return torch.cat([a, b])
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

@@ -295,6 +295,17 @@ class Method(nn.Module):
         super().__init__()
         self.hp = dict(hp)
 
+    @classmethod
+    def in_memory(cls) -> str | None:
+        """Why the method needs the training images held in memory (it reads them itself,
+        not through the trainer's batches), or None: it runs on a streamed data set too.
+        Validation refuses the method on a streamed data set with this reason."""
+        if cls.needs.transfer_set:
+            return "it trains on the training images and the unlabeled pool held in memory"
+        if cls.needs.synthetic_set:
+            return "it builds its synthetic set from the training images held in memory"
+        return None
+
     def loss(self, step: Step) -> dict[str, torch.Tensor]:
         """Named, weighted terms: ``ce`` (gamma · cross-entropy) plus the method's own."""
         terms = {"ce": self.hp.get("gamma", 1.0) * F.cross_entropy(step.student.logits, step.y)}

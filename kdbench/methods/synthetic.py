@@ -408,6 +408,7 @@ def baseline_entries(entries: Sequence[Any]) -> list[Any]:
     ``dd_random`` of the same ipc evaluated the same way (labels and their weights, DSA,
     epochs) on the same pairs (IOR's term), unless the suite has one. A searched setting is
     taken at its default."""
+
     def settings(e: Any) -> dict[str, Any]:
         return evaluation(dict(resolve_hparams(e)))
 

@@ -10,6 +10,7 @@ from kdbench.models.registry import MODELS, build_model
 FAMILIES = (
     "cnn",
     "convnet",
+    "mobilenetv1",
     "mobilenetv2",
     "resnet_cifar",
     "shufflenet",
@@ -23,4 +24,12 @@ FAMILIES = (
 for _family in FAMILIES:
     MODELS.lazy_module(f"kdbench.models.{_family}")
 
-__all__ = ["FAMILIES", "MODELS", "KDModel", "ModelOutput", "build_model", "count_macs", "count_params"]
+__all__ = [
+    "FAMILIES",
+    "MODELS",
+    "KDModel",
+    "ModelOutput",
+    "build_model",
+    "count_macs",
+    "count_params",
+]

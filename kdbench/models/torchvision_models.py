@@ -36,11 +36,15 @@ Measured (``count_params`` at 100 classes, ``count_macs`` per 32×32 and 224×22
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdbench.errors import KdbenchError
 from kdbench.models.base import KDModel, ModelOutput
+from kdbench.models.pretrained import TORCHVISION_ARCHS
 from kdbench.models.registry import MODELS
 
 
@@ -172,3 +176,17 @@ def resnet50_cifar(*, num_classes: int, input_shape: tuple[int, ...]) -> Torchvi
 def mobilenet_v2(*, num_classes: int, input_shape: tuple[int, ...]) -> TorchvisionMobileNetV2:
     """torchvision MobileNetV2, width 1.0 (ImageNet strides), untrained."""
     return TorchvisionMobileNetV2(num_classes=num_classes, input_shape=input_shape)
+
+
+def _family(name: str) -> Any:
+    """``torchvision:<name>``: the same network as ``<name>`` (a pretrained teacher is named so,
+    ``{arch: "torchvision:resnet34", weights: IMAGENET1K_V1}``)."""
+    if name not in TORCHVISION_ARCHS:
+        raise KdbenchError(
+            f"torchvision:{name}: not one of kdbench's torchvision models "
+            f"({', '.join(TORCHVISION_ARCHS)})"
+        )
+    return MODELS.get(name)
+
+
+MODELS.add_family("torchvision", _family)

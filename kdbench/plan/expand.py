@@ -255,7 +255,9 @@ def expand(suite: Suite) -> Plan:
         key = (dataset, ref, for_finals and suite.data.refits and ref.checkpoint is None)
         if key not in teachers:
             sha = None
-            if ref.checkpoint:
+            if ref.digest:  # a library's pretrained weights: the hash it publishes
+                sha = ref.digest
+            elif ref.checkpoint:
                 sha = hashes.setdefault(ref.checkpoint, file_sha256(ref.checkpoint))
             teachers[key] = teacher_spec(suite, dataset, ref, sha, refit=key[2])
         return teachers[key]

@@ -41,6 +41,7 @@ from kdbench.results.ddsets import evaluation, set_method
 DD_WEIGHT = 0.5
 """The weight of IOR against HLR in ``dd_score``."""
 
+
 def _settings(hparams: object) -> str | None:
     try:
         hp = json.loads(hparams) if isinstance(hparams, str) else None

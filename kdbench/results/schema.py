@@ -10,9 +10,10 @@ from typing import Literal, get_args
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: ``best_test_acc`` and ``best_epoch``, and the ``confirm`` phase.
-3: ``stage_epochs``, the epochs of a method's own stage (ab, ft, fsp)."""
+3: ``stage_epochs``, the epochs of a method's own stage (ab, ft, fsp).
+4: ``skipped_images``, files of a streamed data set that could not be decoded."""
 
 _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("schema_version", pa.int32(), ""),
@@ -53,6 +54,11 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("cpus", pa.float64(), "CPUs the trial held"),
     ("gpus", pa.float64(), "GPUs the trial held"),
     ("peak_mem_mb", pa.float64(), "peak memory of the trial"),
+    (
+        "skipped_images",
+        pa.int64(),
+        "training files of a streamed data set that could not be decoded, left out",
+    ),
     ("artifact", pa.string(), "path, relative to the results directory, of what the trial saved"),
     ("error", pa.string(), "the reason, when status is failed"),
     ("kdbench_version", pa.string(), ""),

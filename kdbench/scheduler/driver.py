@@ -32,6 +32,7 @@ from kdbench.spec import Suite
 from kdbench.training.trial import RunInfo, TrialOutcome
 from kdbench.tuning.studies import StudyBook
 from kdbench.tuning.tuner import Tuner, book_args
+from kdbench.validation import missing_weights
 
 if TYPE_CHECKING:
     from kdbench.results.mlflow import LiveLogger
@@ -221,6 +222,7 @@ def run_suite(
     as ``s3://bucket/prefix``) are skipped. ``mlflow``: a tracking URI each row is logged to
     as it is written, and the whole directory exported to at the end (see
     ``kdbench.results.mlflow``); the tracking server failing never stops the run."""
+    missing_weights(suite)  # offline: one line naming the file and its folder, before anything
     mirror = None
     if results_dir is not None and is_uri(str(results_dir)):
         mirror = Mirror(str(results_dir))

@@ -57,7 +57,8 @@ class RayExecutor:
         return self._submit_students(batch)
 
     def _submit_teacher(self, spec: TeacherSpec) -> Any:
-        ckpt = read_checkpoint(spec.teacher.checkpoint) if spec.teacher.checkpoint else None
+        t = spec.teacher
+        ckpt = read_checkpoint(t.checkpoint, digest=t.digest) if t.checkpoint else None
         ref, self.weights[spec.trial_id] = teacher_task.options(**options(spec)).remote(
             spec, self.data(spec.dataset, spec.refit), self.info, ckpt
         )
@@ -82,9 +83,7 @@ class RayExecutor:
             at = arg(spec.teacher_id) if spec.wants_teacher else None
             needed = tuple(arg(t) for t in spec.prerequisite_ids)
             trials.append(
-                StudentTrial(
-                    spec, at, self._reporter(p), self._reused(spec), prerequisites=needed
-                )
+                StudentTrial(spec, at, self._reporter(p), self._reused(spec), prerequisites=needed)
             )
         first = batch[0].spec
         name = first.trial_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")

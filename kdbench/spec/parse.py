@@ -153,9 +153,17 @@ def _pair(r: Reader, raw: Any, key: str, catalog: Catalog, base_dir: Path | None
     student = _model(r, raw["student"], f"{key}.student", catalog)
     t = raw["teacher"]
     if isinstance(t, dict):
-        t = r.mapping(t, f"{key}.teacher", ("arch", "checkpoint"), required=("arch",))
+        t = r.mapping(t, f"{key}.teacher", ("arch", "checkpoint", "weights"), required=("arch",))
         arch = _model(r, t["arch"], f"{key}.teacher.arch", catalog)
         ckpt = t.get("checkpoint")
+        if t.get("weights") is not None:
+            if ckpt is not None:
+                raise r.fail(
+                    f"{key}.teacher",
+                    "give checkpoint (your file) or weights (a library's), not both",
+                )
+            weights = String().parse(r, t["weights"], f"{key}.teacher.weights")
+            return Pair(TeacherRef(arch, weights=weights), student)
         if ckpt is not None:
             ckpt = String().parse(r, ckpt, f"{key}.teacher.checkpoint")
             ckpt = _resolve_checkpoint(r, ckpt, f"{key}.teacher.checkpoint", base_dir)

@@ -27,7 +27,14 @@ class TeacherRef:
 
     arch: str
     checkpoint: str | None = None
-    """Absolute path of a state dict (resolved from the suite's directory or the working one)."""
+    """Absolute path of a state dict (resolved from the suite's directory or the working one;
+    for ``weights``, where the library keeps that file)."""
+    weights: str | None = None
+    """A library's pretrained weights by tag (``IMAGENET1K_V1`` of ``torchvision:resnet34``),
+    loaded from the library's cache (``kdbench.models.pretrained``)."""
+    digest: str | None = None
+    """``weights``' published hash (the one the library checks the file against): the
+    teacher's id without the file at hand, so a plan is the same before and after download."""
 
     def __str__(self) -> str:
         return self.arch
@@ -115,6 +122,8 @@ def _plain(obj: Any) -> Any:
             out["pairs"] = list(obj.pairs)
         return out
     if isinstance(obj, TeacherRef):
+        if obj.weights is not None:
+            return {"arch": obj.arch, "weights": obj.weights}
         return (
             obj.arch if obj.checkpoint is None else {"arch": obj.arch, "checkpoint": obj.checkpoint}
         )

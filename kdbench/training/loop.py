@@ -17,11 +17,19 @@ from dataclasses import dataclass, field
 import torch
 
 from kdbench.data import DataBundle
+from kdbench.data.stream import ImageStream, batches, is_stream
 from kdbench.methods.base import Method, Step
 from kdbench.models.base import KDModel
 from kdbench.spec import Budget
 from kdbench.training import compiled
-from kdbench.training.trainer import Precision, Trainer, as_fp32, lr_at, precisions
+from kdbench.training.trainer import (
+    Precision,
+    Trainer,
+    as_fp32,
+    loader_workers,
+    lr_at,
+    precisions,
+)
 
 
 @dataclass
@@ -43,6 +51,9 @@ class FitResult:
     train_seconds: float
     stopped_early: bool = False
     """``on_epoch`` asked to stop (a pruned tuning trial)."""
+    skipped: int = 0
+    """Training files of a streamed split that could not be decoded (left out of their
+    batches), counted each time they were read."""
 
     @property
     def val_acc(self) -> float:
@@ -53,12 +64,17 @@ class FitResult:
 def predict(
     model: KDModel,
     data: DataBundle,
-    x: torch.Tensor,
+    x: torch.Tensor | ImageStream,
     batch_size: int = 1024,
     precision: Precision | None = None,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Logits of a whole split, in eval mode, in large batches, without autograd."""
+    """Logits of a whole split, in eval mode, in large batches, without autograd. A streamed
+    split is read in its evaluation view onto ``device`` (the model's by default); an image
+    that could not be decoded gets a row of NaN, which ``accuracy`` counts as wrong."""
     precision = precision or Precision()
+    if is_stream(x):
+        return _predict_stream(model, data, x, precision, device)
     was_training = model.training
     model.eval()
     with precision.autocast(x.device):
@@ -70,13 +86,39 @@ def predict(
     return torch.cat(out) if out else torch.empty(0)
 
 
+def _predict_stream(
+    model: KDModel,
+    data: DataBundle,
+    stream: ImageStream,
+    precision: Precision,
+    device: torch.device | None,
+) -> torch.Tensor:
+    device = device or next(model.parameters()).device
+    out = torch.full((len(stream), data.num_classes), math.nan, device=device)
+    was_training = model.training
+    model.eval()
+    cuda = device.type == "cuda"
+    for read in batches(stream, batch_size=256, workers=loader_workers(), pin_memory=cuda):
+        if len(read.index) == 0:
+            continue
+        x = data.normalize(read.images.to(device, non_blocking=cuda))
+        with precision.autocast(device):
+            out[read.index.to(device)] = model(precision.layout(x)).float()
+    model.train(was_training)
+    return out
+
+
 def accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> float:
-    """Top-``k`` accuracy; NaN for an empty split (no `val` under ``data.refit``)."""
+    """Top-``k`` accuracy; NaN for an empty split (no `val` under ``data.refit``). A row of
+    NaN (an image that could not be read) counts as wrong."""
     if len(y) == 0:
         return math.nan
     k = min(k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
-    return (top == y[:, None]).any(dim=1).float().mean().item()
+    right = (top == y[:, None]).any(dim=1)
+    if logits.dtype.is_floating_point:
+        right &= ~logits.isnan().any(dim=1)
+    return right.float().mean().item()
 
 
 def fit(
@@ -189,5 +231,5 @@ def fit(
             stop = on_epoch(stats)  # a tuning trial's report to its study: not training time
             start += time.perf_counter() - asked
             if stop:
-                return FitResult(curve, seen, time.perf_counter() - start, stopped_early=True)
-    return FitResult(curve=curve, images_seen=seen, train_seconds=time.perf_counter() - start)
+                return FitResult(curve, seen, time.perf_counter() - start, True, trainer.skipped)
+    return FitResult(curve, seen, time.perf_counter() - start, skipped=trainer.skipped)

@@ -7,7 +7,10 @@ computed once when the images never change), the step (named loss terms summed, 
 one optimiser step) and the divergence check. ``fit`` (a trial's training), a method's
 pre-training stage (``training.stage``) and a trajectory a method needs first
 (``training.trajectory``: dd_mtt's experts) are
-each a short loop over it; a data-parallel step or a streamed loader plugs in here.
+each a short loop over it. A streamed data set's training split (an ``ImageStream``) is fed
+by ``StreamedBatches`` instead of ``Batches``: read, decoded and augmented in worker
+processes, normalised on the device; everything else is the same. A data-parallel step
+plugs in here.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import torch
 
 from kdbench.data import DataBundle, augment_batch
+from kdbench.data.stream import ImageStream, batches, is_stream
 from kdbench.models.base import KDModel, ModelOutput, count_macs
 from kdbench.spec import Budget
 from kdbench.training import compiled
@@ -277,9 +281,65 @@ class Batches:
             yield idx, self.precision.layout(x)
 
 
+class StreamedBatches:
+    """A streamed training split fed as ``Batches`` feeds an in-memory one: each epoch a
+    permutation and each image's augmentation drawn from ``gen``, read by ``workers`` loader
+    processes (``kdbench.data.stream.batches``), moved to ``device``, normalised, in the
+    precision's layout. Files that could not be decoded are left out and counted in
+    ``skipped``."""
+
+    def __init__(
+        self,
+        data: DataBundle,
+        stream: ImageStream,
+        *,
+        batch_size: int,
+        augment: bool,
+        gen: torch.Generator,
+        precision: Precision,
+        device: torch.device,
+        drop_single: bool = True,
+        workers: int | None = None,
+    ) -> None:
+        self.data, self.stream, self.batch_size, self.augment = data, stream, batch_size, augment
+        self.gen, self.precision, self.device, self.drop_single = (
+            gen,
+            precision,
+            device,
+            drop_single,
+        )
+        self.workers = loader_workers() if workers is None else workers
+        self.n = len(stream)
+        self.skipped = 0
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cuda = self.device.type == "cuda"
+        for read in batches(
+            self.stream,
+            batch_size=self.batch_size,
+            gen=self.gen,
+            augment=self.augment,
+            workers=self.workers,
+            pin_memory=cuda,
+        ):
+            self.skipped += read.skipped
+            if len(read.index) == 0 or (self.drop_single and len(read.index) < 2 and self.n >= 2):
+                continue
+            x = read.images.to(self.device, non_blocking=cuda)
+            yield read.index.to(self.device), self.precision.layout(self.data.normalize(x))
+
+
+def loader_workers() -> int:
+    """Loader processes for a streamed split: one per CPU the trial holds (``torch``'s thread
+    count is set to it), so decoding runs beside the step."""
+    return max(1, torch.get_num_threads())
+
+
 def augments(data: DataBundle, augment: bool) -> bool:
     """Whether augmentation changes the images (else the teacher sees the same ones every
     epoch, and its outputs are computed once)."""
+    if is_stream(data.train_x):
+        return augment and data.train_x.recipe.augments
     return augment and (data.augment.pad > 0 or data.augment.flip)
 
 
@@ -320,15 +380,15 @@ class Trainer:
     put in its memory layout. The ``teacher``, when given, is put in eval mode and in
     ``teacher_precision``'s layout (the student's by default); its outputs reach the loss only
     with ``reads_teacher``, computed once for the whole split when neither augmentation nor
-    ``transform`` changes the images, else on each batch without autograd (compiled as
-    ``compile`` says). ``transform`` is applied to every batch after the split's augmentation,
+    ``transform`` changes the images and the split is in memory, else on each batch without
+    autograd (compiled as ``compile`` says). ``train_x`` may be a streamed split. ``transform`` is applied to every batch after the split's augmentation,
     from the trainer's generator (DSA). ``drop_single``: see ``Batches``.
     """
 
     def __init__(
         self,
         data: DataBundle,
-        train_x: torch.Tensor,
+        train_x: torch.Tensor | ImageStream,
         train_y: torch.Tensor,
         *,
         params: list[torch.nn.Parameter],
@@ -357,22 +417,41 @@ class Trainer:
             if self.teacher_precision.channels_last:
                 teacher.to(memory_format=torch.channels_last)
         self.cached: TeacherCache | None = None
-        if self.teacher is not None and not augments(data, augment) and transform is None:
+        streamed = is_stream(train_x)
+        if (
+            self.teacher is not None
+            and not augments(data, augment)
+            and transform is None
+            and not streamed
+        ):
             # The teacher sees the same images every epoch: compute its outputs once.
             self.cached = teacher_outputs(
                 self.teacher, data, train_x, precision=self.teacher_precision
             )
         self.train_y = train_y
         self.transform = transform
-        self.batches = Batches(
-            data,
-            train_x,
-            batch_size=budget.batch_size,
-            augment=augment,
-            gen=self.gen,
-            precision=precision,
-            drop_single=drop_single,
-        )
+        self.batches: Batches | StreamedBatches
+        if streamed:
+            self.batches = StreamedBatches(
+                data,
+                train_x,
+                batch_size=budget.batch_size,
+                augment=augment,
+                gen=self.gen,
+                precision=precision,
+                device=train_y.device,
+                drop_single=drop_single,
+            )
+        else:
+            self.batches = Batches(
+                data,
+                train_x,
+                batch_size=budget.batch_size,
+                augment=augment,
+                gen=self.gen,
+                precision=precision,
+                drop_single=drop_single,
+            )
         self._teacher_forward = (
             compiled.forward(self.teacher, compile)
             if self.teacher is not None and self.cached is None
@@ -421,3 +500,8 @@ class Trainer:
         if not math.isfinite(mean):
             raise TrialDiverged(f"{what} became {mean} in {at}")
         return EpochLoss(mean, {k: float(v / max(steps, 1)) for k, v in term_sums.items()}, images)
+
+    @property
+    def skipped(self) -> int:
+        """Training files that could not be decoded so far (a streamed split's)."""
+        return getattr(self.batches, "skipped", 0)

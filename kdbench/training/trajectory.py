@@ -63,7 +63,9 @@ def train_trajectory(
     params = [parameters_to_vector(net.parameters()).detach().cpu()]
     net.train()
     for epoch in range(recipe.epochs):
-        trainer.epoch(loss_of, what="the trajectory's loss", at=f"epoch {epoch + 1} of {recipe.epochs}")
+        trainer.epoch(
+            loss_of, what="the trajectory's loss", at=f"epoch {epoch + 1} of {recipe.epochs}"
+        )
         params.append(parameters_to_vector(net.parameters()).detach().cpu())
     seconds = time.perf_counter() - t0
     val, test = (

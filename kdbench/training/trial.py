@@ -33,7 +33,7 @@ from kdbench.results.layout import ArtifactKey, student_artifact
 from kdbench.training.loop import EpochStats, accuracy, fit, predict
 from kdbench.training.stage import prepare
 from kdbench.training.trajectory import train_trajectory
-from kdbench.training.weights import dump_student, dump_weights, load_weights
+from kdbench.training.weights import dump_student, dump_weights, load_into, load_weights
 
 
 @dataclass(frozen=True)
@@ -320,7 +320,7 @@ def _teacher_trial(
     macs = macs_of(spec.teacher.arch, model, data.num_classes, data.input_shape)
     if checkpoint is not None:
         try:
-            model.load_state_dict(load_weights(checkpoint))
+            load_into(model, load_weights(checkpoint))
         except RuntimeError as exc:
             raise ValueError(
                 f"checkpoint {spec.teacher.checkpoint} does not fit "
@@ -340,6 +340,7 @@ def _teacher_trial(
             macs=macs,
         )
         curve, seconds, seen = result.curve, result.train_seconds, result.images_seen
+        row["skipped_images"] = result.skipped
     val_logits = predict(model, data, data.val_x.to(device))
     test_logits = predict(model, data, data.test_x.to(device))
     test_y = data.test_y.to(device)
@@ -431,6 +432,7 @@ def _student_trial(
         stage_epochs=training.stage_epochs,
         epoch_reported=result.curve[-1].epoch if result.curve else 0,
         train_seconds=training.seconds + result.train_seconds,
+        skipped_images=result.skipped,
     )
     artifacts = dict(training.artifacts)
     if training.artifact is not None:

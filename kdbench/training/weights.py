@@ -12,10 +12,16 @@ from typing import Any
 import torch
 
 from kdbench.errors import KdbenchError
+from kdbench.models import pretrained
 
 
-def read_checkpoint(path: str) -> bytes:
-    """A user's teacher checkpoint, loaded safely (weights only) and normalised to a state dict."""
+def read_checkpoint(path: str, digest: str | None = None) -> bytes:
+    """A user's teacher checkpoint, loaded safely (weights only) and normalised to a state dict;
+    ``digest``: the published start of its SHA-256 (a library's pretrained weights), checked.
+    A ``.safetensors`` file (timm's) is read with safetensors."""
+    pretrained.verify(path, digest)
+    if path.endswith(".safetensors"):
+        return _safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -32,6 +38,28 @@ def read_checkpoint(path: str) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def _safetensors(path: str) -> bytes:
+    try:
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    except Exception as exc:
+        raise KdbenchError(f"{path}: not a readable safetensors file ({exc})") from None
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict into a kdbench model, or into the library network it wraps
+    (``model.net``: a torchvision or timm state dict, as the library saves it)."""
+    net = getattr(model, "net", None)
+    if isinstance(net, torch.nn.Module) and state and not any(k.startswith("net.") for k in state):
+        net.load_state_dict(state)
+    else:
+        model.load_state_dict(state)
 
 
 def _reason(text: str) -> str:
