@@ -12,7 +12,11 @@ import grimp
 
 from tests.conftest import REPO
 
-LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"]
+LINT = [
+    sys.executable,
+    "-c",
+    "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+]
 
 
 def lint(cwd, pythonpath=None):
@@ -31,7 +35,9 @@ def lint(cwd, pythonpath=None):
 
 def copy_of_package(tmp_path):
     """The package and its contracts, copied where a test may break them."""
-    shutil.copytree(REPO / "kdbench", tmp_path / "kdbench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "kdbench", tmp_path / "kdbench", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path / "kdbench"
 
@@ -46,7 +52,10 @@ def test_an_upward_import_breaks_the_layer_contract(tmp_path):
     """The check is real: a method that imports the training loop (a layer above it), in a
     copy of the package, is named as the broken contract."""
     kd = copy_of_package(tmp_path) / "methods" / "kd.py"
-    kd.write_text(kd.read_text() + "\n\ndef _upward():\n    from kdbench.training import loop\n\n    return loop\n")
+    kd.write_text(
+        kd.read_text()
+        + "\n\ndef _upward():\n    from kdbench.training import loop\n\n    return loop\n"
+    )
     done = lint(tmp_path, pythonpath=tmp_path)
     assert done.returncode != 0
     assert "kdbench.methods is not allowed to import kdbench.training" in done.stdout

@@ -111,7 +111,9 @@ def test_a_heavy_teacher_of_a_light_student_runs_at_its_own_precision(monkeypatc
     student = build_model("resnet8", num_classes=10, input_shape=(3, 32, 32))
     seen = []
     real = trainer.teacher_batch
-    monkeypatch.setattr(trainer, "teacher_batch", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    monkeypatch.setattr(
+        trainer, "teacher_batch", lambda *a, **k: seen.append(a[4]) or real(*a, **k)
+    )
     cls = method_class("kd")
     method = cls(
         cls.defaults(), MethodContext.for_data(student, teacher, data, torch.device("cpu"))

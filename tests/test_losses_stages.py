@@ -497,7 +497,7 @@ def test_no_stage_when_init_share_is_zero(synthetic, trained):
 
 
 def test_stage_epochs_is_in_a_real_trials_row(synthetic, trained):
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert COLUMNS.index("stage_epochs") == COLUMNS.index("epochs") + 1
     plan = plan_for(methods=["ab", "ft", {"name": "kd"}])
     rows = {}

@@ -256,7 +256,9 @@ def test_a_trial_learns_from_its_planned_experts_in_any_order(synthetic):
     info = RunInfo("r", "mtt")
     specs = [t for t in plan.teachers if isinstance(t, PrerequisiteSpec)]
     assert len(specs) == 2 and [s.seed for s in specs] == [0, 1]
-    assert {(s.phase, s.method, s.teacher.arch) for s in specs} == {("expert", "expert", "convnet_sized")}
+    assert {(s.phase, s.method, s.teacher.arch) for s in specs} == {
+        ("expert", "expert", "convnet_sized")
+    }
     reused = {}
     for s in specs:
         out = run_teacher(s, synthetic, info)

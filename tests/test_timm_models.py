@@ -195,7 +195,9 @@ def test_unknown_names_are_refused_in_one_line_with_close_matches():
         KdbenchError, match=r"pretrained tag .*name the architecture: 'timm:resnet18'"
     ):
         MODELS.get("timm:resnet18.a1_in1k")
-    with pytest.raises(KdbenchError, match=r"unknown model 'nope:resnet18'.*; or timm:<name>$"):
+    with pytest.raises(
+        KdbenchError, match=r"unknown model 'nope:resnet18'.*; or timm:<name>, torchvision:<name>$"
+    ):
         MODELS.get("nope:resnet18")
 
 

@@ -304,10 +304,10 @@ class DDSRe2L(SyntheticSetMethod):
     needs = Needs(teacher=True, synthetic_set=True)
 
     @classmethod
-    @classmethod
     def in_memory(cls) -> str | None:
         return None  # recovered from the teacher alone: no training image is read
 
+    @classmethod
     def pairing_models(
         cls, student: nn.Module, teacher: nn.Module | None, hp: Mapping[str, Any]
     ) -> str | None:

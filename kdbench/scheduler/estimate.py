@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.data import dataset_info
+from kdbench.data import DATASETS, dataset_info
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.base import CostBasis, Step
 from kdbench.models import ModelOutput, build_model, count_macs
@@ -101,8 +101,9 @@ class _Probes:
 
 def _probe(
     spec: TrialSpec, batch: int, shared: _Probes | None = None, steps: int = 2
-) -> tuple[float, int]:
-    """(Seconds per training step of this spec's student and teacher, measured; the student's MACs)."""
+) -> tuple[float, int, int]:
+    """(Seconds per training step of this spec's student and teacher, measured; the student's
+    MACs per image; the teacher's, 0 without one)."""
     shared = shared or _Probes()
     info = dataset_info(spec.dataset, spec.data.root)
     torch.set_num_threads(max(1, min(int(spec.resources.cpus), os.cpu_count() or 1)))
@@ -111,9 +112,10 @@ def _probe(
     # As the trial will compute: bf16 autocast and channels_last where its precision says so.
     precision = Precision.resolve(spec.budget.precision, macs, torch.device("cpu"), model)
     cls = method_class(spec.trains_method)
-    teacher, t_out, teacher_s = None, None, 0.0
+    teacher, t_out, teacher_s, teacher_macs = None, None, 0.0, 0
     if cls.uses_teacher(dict(spec.hparams)):  # a teacher's own training (scratch) needs none
         teacher, x, t_out, teacher_s = shared.teacher(spec, batch, steps)
+        teacher_macs = count_macs(teacher, info.input_shape)
         x = precision.layout(x)
     else:
         x = precision.layout(torch.randn(batch, *info.input_shape))
@@ -145,7 +147,11 @@ def _probe(
         opt.step()
         if i:
             times.append(time.perf_counter() - t0)
-    return min(times) + teacher_s, macs
+    return min(times) + teacher_s, macs, teacher_macs
+
+
+def _streamed(dataset: str) -> bool:
+    return bool(getattr(DATASETS.get(dataset), "streamed", False))
 
 
 def _eval_seconds(spec: TrialSpec, step_s: float, batch: int, epochs: int, n_val: int) -> float:
@@ -167,7 +173,7 @@ def estimate(
 ) -> Estimate:
     specs = list(plan.trials) if specs is None else specs
     batch = plan.suite.budget.batch_size
-    probes: dict[tuple, tuple[float, int]] = {}
+    probes: dict[tuple, tuple[float, int, int]] = {}
     shared = _Probes()
     counts: dict[str, int] = {}
     images = 0
@@ -199,14 +205,18 @@ def estimate(
             # Timed on a small batch and scaled: the step time of a CNN grows linearly with
             # the batch, and a full batch of a CIFAR teacher takes seconds a step on a CPU.
             probe_batch = min(step_batch, PROBE_BATCH)
-            step_s, model_macs = _probe(spec, probe_batch, shared)
-            probes[key] = (step_s * step_batch / probe_batch, model_macs)
-        step_s, model_macs = probes[key]
+            step_s, model_macs, teacher_macs = _probe(spec, probe_batch, shared)
+            probes[key] = (step_s * step_batch / probe_batch, model_macs, teacher_macs)
+        step_s, model_macs, teacher_macs = probes[key]
         cpu_s += step_s * math.ceil(n_train / batch) * epochs * cpus
         eval_s = _eval_seconds(spec, step_s, step_batch, epochs, n_val) * cpus
         cpu_s += eval_s
         evaluation += eval_s
         macs += 3.0 * model_macs * n
+        if teacher_macs and (spec.data.augment or _streamed(spec.dataset)):
+            # Every view is new (augmentation, or images read anew from files each epoch): the
+            # teacher's forward runs on every step, not once for the split.
+            macs += teacher_macs * n
     cpus = cpus_available or os.cpu_count() or 1
     return Estimate(
         trials=counts,
