@@ -134,25 +134,28 @@ def list_class_folders(split_dir: Path, classes: list[str], name: str) -> Listin
 
 
 def walk_images(directory: Path) -> tuple[list[str], list[str]]:
-    """(image files, other regular files) below ``directory``, sorted; each real folder is
-    walked once, whatever links lead to it; only regular files count."""
+    """(image files, other entries) below ``directory``, sorted; only regular files count as
+    images. Links to folders are followed while they stay inside ``directory``'s own tree
+    and lead to a folder not walked yet: a link back up (a loop) or out to another class
+    would count images twice or under the wrong label, and is reported instead."""
     images: list[str] = []
     other: list[str] = []
+    top = os.path.realpath(directory)
     seen: set[str] = set()
     for parent, dirs, names in os.walk(directory, followlinks=True):
         real = os.path.realpath(parent)
-        if real in seen:
+        inside = real == top or real.startswith(top + os.sep)
+        if real in seen or not inside:
+            other.append(parent)
             dirs[:] = []
             continue
         seen.add(real)
         dirs.sort()
         for n in sorted(names):
             path = os.path.join(parent, n)
-            if not os.path.isfile(path):  # a pipe, a socket, a dangling link
-                other.append(path)
-            elif n.lower().endswith(IMAGE_EXTENSIONS):
+            if os.path.isfile(path) and n.lower().endswith(IMAGE_EXTENSIONS):
                 images.append(path)
-            else:
+            else:  # not an image by its extension, or a pipe, a socket, a dangling link
                 other.append(path)
     return sorted(images), other
 

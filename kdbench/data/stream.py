@@ -8,8 +8,8 @@ folder's files, or WebDataset tar shards: ``kdbench.data.shards``) are in the sp
 index of its label.
 
 ``batches`` reads a stream in worker processes (a torch ``DataLoader``): each worker decodes
-with torchvision's libjpeg-turbo / libpng decoders (``torchvision.io.decode_image``, faster
-than Pillow on the same files: ``benchmarks/input_pipeline.py``) and augments each image on
+with TorchCodec's libjpeg-turbo / libpng decoders (``torchcodec.decoders.decode_image``,
+faster than Pillow on the same files: ``benchmarks/input_pipeline.py``) and augments each image on
 uint8 tensors (``torchvision.transforms.v2.functional``), so a batch reaches the trial as
 uint8 images that the trainer normalises on the device. Training order and augmentation come
 from the trial's generator alone: each epoch draws a permutation of the split (folders) or of
@@ -137,15 +137,33 @@ def is_stream(x: Any) -> bool:
 
 
 def decode(data: bytes, channels: int) -> torch.Tensor:
-    """uint8 (C, H, W) from an encoded image (JPEG, PNG, WebP, GIF, BMP), converted to RGB or
-    grayscale as ``channels`` says; ValueError when it cannot be decoded."""
-    from torchvision.io import ImageReadMode, decode_image
+    """uint8 (C, H, W) from an encoded image, converted to RGB or grayscale as ``channels``
+    says; ValueError when it cannot be decoded. JPEG, PNG, WebP and GIF go through TorchCodec
+    (libjpeg-turbo, libpng, libwebp: ``torchvision.io``'s decoders, which it supersedes); the
+    formats it lacks (BMP, TIFF, PPM/PGM) through Pillow."""
+    from torchcodec.decoders import ImageReadMode, decode_image
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     try:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except (RuntimeError, ValueError) as exc:
-        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _decode_pil(data, channels, reason)
+
+
+def _decode_pil(data: bytes, channels: int, reason: str) -> torch.Tensor:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            arr = np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise ValueError(reason) from None
+    t = torch.from_numpy(arr.copy())
+    return t.permute(2, 0, 1) if t.ndim == 3 else t.unsqueeze(0)
 
 
 def eval_view(img: torch.Tensor, recipe: ImageRecipe) -> torch.Tensor:

@@ -178,8 +178,8 @@ class StreamedImages:
         ignored = train.ignored + test.ignored
         if ignored:
             log.warning(
-                "data set '%s': %d files under %s are not images by their extension and are "
-                "left out, e.g. %s",
+                "data set '%s': %d entries under %s are not images (by their extension, or "
+                "not regular files, or links out of their class folder) and are left out, e.g. %s",
                 self.name,
                 len(ignored),
                 base,

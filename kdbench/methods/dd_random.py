@@ -31,6 +31,10 @@ class DDRandom(SyntheticSetMethod):
         "dsa",
     )  # a real subset: DSA only at evaluation
 
+    @classmethod
+    def in_memory(cls) -> str | None:
+        return None  # ipc images per class, read from their files when the split is streamed
+
     def synthesize(self, data, *, seed: int, device: torch.device) -> SyntheticSet:
         gen = torch.Generator().manual_seed(seed)
         pick = random_subset(data.train_y, data.num_classes, self.hp["ipc"], gen)

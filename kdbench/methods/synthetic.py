@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.data.base import to_unit
+from kdbench.data.stream import batches, is_stream
 from kdbench.data.synthetic_set import SyntheticSet
 from kdbench.methods.base import (
     Cost,
@@ -321,12 +322,26 @@ def random_subset(
 
 
 def real_set(data: Any, pick: torch.Tensor) -> SyntheticSet:
-    """The training images ``pick`` as a set (the subset methods' result)."""
+    """The training images ``pick`` as a set (the subset methods' result); from a streamed
+    split, read in their evaluation view."""
     return SyntheticSet(
-        to_unit(data.train_x[pick]),
+        to_unit(read_images(data.train_x, pick)),
         data.train_y[pick].long(),
         meta={"indices": pick.tolist()},
     )
+
+
+def read_images(x: Any, pick: torch.Tensor) -> torch.Tensor:
+    """``x[pick]`` of an in-memory split; of a streamed one, those images read from their files
+    (in their evaluation view); a file that cannot be decoded is refused."""
+    if not is_stream(x):
+        return x[pick]
+    out = torch.empty((len(pick), *x.shape[1:]), dtype=torch.uint8)
+    for read in batches(x[pick], batch_size=256, workers=0):
+        if read.skipped:
+            raise ValueError(f"{read.skipped} of the picked training images cannot be decoded")
+        out[read.index] = read.images
+    return out
 
 
 @dataclass
