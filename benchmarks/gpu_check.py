@@ -17,7 +17,13 @@ One command, at most 8 minutes on one GPU:
      they overlap in time, and each one's peak memory stays within its share.
 2. **trial_speed on the device**: ``trial_speed.py``'s CIFAR-shaped cases (scratch, kd, at,
    crd, resnet32x4 → resnet8x4) against the reference loop (target: at least 3× on a GPU).
-3. **Packing**: real trials (scratch, kd and crd of resnet32x4 → resnet8x4 on CIFAR-shaped
+3. **ImageNet-shaped**: ResNet-34 → ResNet-18 kd at 224 × 224 from a streamed folder of
+   generated ImageNet-sized JPEGs (500 × 375) through the one trainer (``budget.precision:
+   auto``: bf16 and channels_last on a GPU), the loader using every CPU: images/s per GPU,
+   the decoder's own rate on the GPU (nvJPEG through TorchCodec) and on the CPU, and
+   ``imagenet_mdistiller``'s GPU-hours at the measured rate (its training FLOPs, at one trial
+   a GPU).
+4. **Packing**: real trials (scratch, kd and crd of resnet32x4 → resnet8x4 on CIFAR-shaped
    images) through the driver at 1, 2, 4 and 8 trials a GPU (``gpus_per_trial`` 1, 0.5,
    0.25, 0.125): images/s per GPU, GPU memory per trial, and the training FLOPs a second per
    GPU, which are recorded (``kdbench.scheduler.estimate.rates_path()``) for ``kdbench run
@@ -89,6 +95,9 @@ def sizes(device: torch.device) -> dict:
             "speed_minutes": 3.0,
             "speed_teacher_epochs": trial_speed.CIFAR_TEACHER.epochs,
             "eval": f"{cifar_shaped.VAL},{cifar_shaped.TEST}",
+            "imagenet_images": 2048,
+            "imagenet_epochs": 2,
+            "imagenet_batch": 256,
         }
     return {
         "images": 96,
@@ -101,6 +110,9 @@ def sizes(device: torch.device) -> dict:
         "speed_minutes": 0.3,
         "speed_teacher_epochs": 1,
         "eval": "32,32",
+        "imagenet_images": 24,
+        "imagenet_epochs": 1,
+        "imagenet_batch": 8,
     }
 
 
@@ -354,6 +366,102 @@ def packing(report: Report, device: torch.device, size: dict, workdir: Path) -> 
     return rates
 
 
+def check_imagenet(report: Report, device: torch.device, size: dict, workdir: Path) -> float:
+    """ResNet-34 → ResNet-18 at 224 from a streamed folder; returns the training GFLOP/s."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from kdbench.data.imagenet import IMAGENET_RECIPE
+    from kdbench.data.stream import IMAGENET_MEAN, IMAGENET_STD, decode
+    from kdbench.data.streamed import StreamedImages
+    from kdbench.training.trainer import loader_workers
+
+    n, classes = size["imagenet_images"], 10
+    rng = np.random.default_rng(0)
+    jpegs = []
+    for i in range(n):
+        small = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((500, 375), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        jpegs.append(buf.getvalue())
+        for split in ("train", "val"):
+            d = workdir / "imagenet_shaped" / split / f"c{i % classes}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{i}.JPEG").write_bytes(buf.getvalue())
+    data = StreamedImages(
+        "imagenet_shaped",
+        folder="imagenet_shaped",
+        recipe=IMAGENET_RECIPE,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )(root=workdir, val_fraction=0.05)
+    t0 = time.perf_counter()
+    for j in jpegs:
+        decode(j, 3)
+    cpu_rate = len(jpegs) / (time.perf_counter() - t0)
+    gpu_rate = float("nan")
+    if device.type == "cuda":
+        from torchcodec.decoders import decode_jpeg
+
+        decode_jpeg(jpegs[:8], device=device)  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(0, len(jpegs), 64):
+            decode_jpeg(jpegs[i : i + 64], device=device)
+        torch.cuda.synchronize()
+        gpu_rate = len(jpegs) / (time.perf_counter() - t0)
+    torch.set_num_threads(min(os.cpu_count() or 2, 16))
+    torch.manual_seed(0)
+    shape = data.input_shape
+    teacher = build_model("resnet34", num_classes=classes, input_shape=shape).to(device)
+    teacher.eval().requires_grad_(False)
+    student = build_model("resnet18", num_classes=classes, input_shape=shape).to(device)
+    cls = method_class("kd")
+    method = cls(cls.defaults(), MethodContext.for_data(student, teacher, data, device))
+    budget = Budget(epochs=size["imagenet_epochs"], batch_size=size["imagenet_batch"])
+    result = fit(
+        student,
+        data,
+        method=method.to(device),
+        budget=budget,
+        epochs=size["imagenet_epochs"],
+        seed=0,
+        augment=True,
+        teacher=teacher,
+        device=device,
+    )
+    # The last epoch: the first one pays for cuDNN's autotuning and the loader's warm-up.
+    last = result.curve[-1]
+    rate = result.images_seen / len(result.curve) / last.seconds
+    flops = image_flops(arch_macs("resnet18", 1000, shape), arch_macs("resnet34", 1000, shape))
+    gflops = rate * flops / 1e9
+    report.check(
+        "imagenet-shaped kd resnet34→resnet18 at 224, streamed",
+        math.isfinite(last.train_loss) and result.skipped == 0,
+        f"{rate:,.0f} images/s ({gflops:,.0f} training GFLOP/s) with {loader_workers()} loader "
+        f"processes; decoder {cpu_rate:,.0f} img/s on one CPU core, "
+        + (f"{gpu_rate:,.0f} img/s nvJPEG" if device.type == "cuda" else "no GPU decoder here"),
+    )
+    return gflops
+
+
+def imagenet_table(gflops: float) -> None:
+    """``imagenet_mdistiller``'s GPU-hours at the measured ImageNet-shaped rate."""
+    from kdbench.plan import expand
+    from kdbench.shipped import suite_file
+    from kdbench.validation import load_suite
+
+    plan = expand(load_suite(suite_file("imagenet_mdistiller")))
+    flops = training_flops(list(plan.trials))
+    print(
+        f"imagenet_mdistiller: {len(plan.trials)} trials, {flops / 1e18:,.1f} EFLOP of training; "
+        f"at {gflops:,.0f} GFLOP/s a device: {flops / (gflops * 1e9) / 3600:,.1f} device-hours"
+    )
+
+
 def _rows_flops(rows, data) -> float:
     """Training FLOPs of finished rows: images seen × ``estimate.image_flops`` of the pair."""
     shape = data.input_shape
@@ -433,6 +541,9 @@ def main() -> None:
             if speed.returncode == 0
             else speed.stderr.strip()[-300:],
         )
+    section("imagenet-shaped", t0)
+    with tempfile.TemporaryDirectory() as tmp:
+        imagenet_table(check_imagenet(report, device, size, Path(tmp)))
     section("packing", t0)
     with tempfile.TemporaryDirectory() as tmp:
         rates = packing(report, device, size, Path(tmp))

@@ -72,6 +72,8 @@ def run(model: KDModel, shape: tuple[int, ...], batch: int = 2) -> ModelOutput:
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 8)])
 def test_features_follow_the_contract(name, shape):
+    if name == "convnet4" and shape[-1] < 16:  # refused at build (tests/test_models.py)
+        return
     model = build_model(name, num_classes=10, input_shape=shape).eval()
     out = run(model, shape)
     assert out.logits.shape == (2, 10)

@@ -32,10 +32,16 @@ class ConvNet(KDModel):
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         self.pools = nn.ModuleList()
-        for _ in range(depth):
+        for block in range(depth):
+            if h * w < 2:  # instance norm of a one-pixel map divides by a zero variance
+                raise ValueError(
+                    f"a ConvNet of depth {depth} needs images of at least "
+                    f"{2 ** (depth - 1)}×{2 ** (depth - 1)} px: block {block + 1} would normalise "
+                    f"a 1×1 map of {input_shape[-2]}×{input_shape[-1]} images"
+                )
             self.convs.append(nn.Conv2d(in_ch, width, 3, padding=1))
             self.norms.append(nn.GroupNorm(width, width, affine=True))
-            # A map already down to one pixel is not pooled again (8×8 digits at depth 4+).
+            # A map already down to one pixel is not pooled again.
             pool = h >= 2 and w >= 2
             self.pools.append(nn.AvgPool2d(2) if pool else nn.Identity())
             if pool:
