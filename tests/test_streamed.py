@@ -106,6 +106,7 @@ def test_shards_hold_the_same_images_as_the_folders(tmp_path, folder_set):
     assert sorted(shuffled.tolist()) == list(range(36))
 
 
+@pytest.mark.slow
 def test_shards_are_read_from_an_s3_uri(tmp_path, folder_set, s3):  # noqa: F811
     import pyarrow.fs as pafs
 
@@ -241,6 +242,7 @@ def test_pretrained_weights_are_found_in_the_librarys_cache_and_checked(tmp_path
         parse_suite(bad)
 
 
+@pytest.mark.slow
 def test_a_generated_imagenet_folder_runs_end_to_end_with_a_local_pretrained_teacher(
     ray_local, tmp_path
 ):
@@ -286,6 +288,7 @@ def test_a_generated_imagenet_folder_runs_end_to_end_with_a_local_pretrained_tea
     assert rows.loc["teacher", "status"] == "ok" and 0 <= rows.loc["kd", "test_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_the_input_pipeline_benchmark_runs_at_a_tiny_size():
     import subprocess
     import sys
@@ -301,3 +304,34 @@ def test_the_input_pipeline_benchmark_runs_at_a_tiny_size():
     ).stdout
     last = out.strip().splitlines()[-1]
     assert last.startswith("pipeline: folder ") and "img/s/core" in last and "shards" in last
+
+
+@pytest.mark.slow
+def test_the_streamed_vs_memory_benchmark_runs_at_a_tiny_size():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "streamed_vs_memory.py"),
+            "--synthetic",
+            "--train-images",
+            "300",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--memory-images",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("streamed vs memory: max |Δ acc|") and "peak memory streamed" in last
+    assert "folder" in out and "shards" in out and "memory" in out
