@@ -266,6 +266,14 @@ def collate(items: list[tuple[int, torch.Tensor | None]], recipe: ImageRecipe) -
     )
 
 
+def _load_codecs() -> None:
+    """Import the decoder and the transforms (a second between them) in the process that
+    forks the loader's workers: a worker forked before they are loaded imports them itself,
+    and the workers are forked afresh each epoch."""
+    import torchcodec.decoders  # noqa: F401
+    import torchvision.transforms.v2.functional  # noqa: F401
+
+
 def batches(
     stream: ImageStream,
     *,
@@ -280,6 +288,7 @@ def batches(
     (its own seed from ``gen``) with ``augment``, else its evaluation view."""
     from torch.utils.data import DataLoader
 
+    _load_codecs()  # here, once, not in every epoch's freshly forked workers
     dataset = stream.source.dataset(stream, batch_size=batch_size, gen=gen, augment=augment)
     loader = DataLoader(
         dataset,
