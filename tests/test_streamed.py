@@ -335,3 +335,43 @@ def test_the_streamed_vs_memory_benchmark_runs_at_a_tiny_size():
     last = out.strip().splitlines()[-1]
     assert last.startswith("streamed vs memory: max |Δ acc|") and "peak memory streamed" in last
     assert "folder" in out and "shards" in out and "memory" in out
+
+
+def test_timm_pretrained_weights_come_from_the_hub_cache_with_the_files_hash_as_id(
+    tmp_path, monkeypatch
+):
+    import hashlib
+
+    import timm
+    from safetensors.torch import save_file
+
+    from kdbench.models import build_model
+    from kdbench.plan import expand
+    from kdbench.training.weights import load_into, load_weights, read_checkpoint
+    from kdbench.validation import parse_suite
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    raw = {
+        "name": "t",
+        "datasets": ["synthetic"],
+        "pairs": [
+            {"teacher": {"arch": "timm:test_resnet", "weights": "r160_in1k"}, "student": "cnn_tiny"}
+        ],
+        "methods": ["kd"],
+        "seeds": [0],
+        "tuning": {"trials": 0},
+    }
+    with pytest.raises(SuiteError, match=r"put model.safetensors in .*models--timm--test_resnet"):
+        parse_suite(raw)  # timm publishes no hash: the file must be there for a plan
+    folder = tmp_path / "hub" / "models--timm--test_resnet.r160_in1k" / "snapshots" / "abc123"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", num_classes=4, in_chans=1)
+    save_file(net.state_dict(), folder / "model.safetensors")
+    suite = parse_suite(raw)
+    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert expand(suite).teachers[0].checkpoint_sha256 == sha
+    teacher = build_model("timm:test_resnet", num_classes=4, input_shape=(1, 8, 8))
+    load_into(teacher, load_weights(read_checkpoint(str(folder / "model.safetensors"))))
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(teacher.eval()(x), net.eval()(x), atol=1e-5)
