@@ -244,7 +244,7 @@ def test_pretrained_weights_are_found_in_the_librarys_cache_and_checked(tmp_path
 
 @pytest.mark.slow
 def test_a_generated_imagenet_folder_runs_end_to_end_with_a_local_pretrained_teacher(
-    ray_local, tmp_path
+    ray_local, tmp_path, monkeypatch
 ):
     """20 classes × 40 JPEGs of 256 px, torchvision's ResNet-18 architecture as teacher (a
     torchvision state dict on disk, standing for pretrained weights) and student."""
@@ -262,7 +262,9 @@ def test_a_generated_imagenet_folder_runs_end_to_end_with_a_local_pretrained_tea
             d.mkdir(parents=True)
             for i in range(n):
                 (d / f"{i}.JPEG").write_bytes(jpeg(rng, colours[c], (256, 256)))
-    DATASETS.add("gen20", StreamedImages("gen20", folder="gen20", recipe=ImageRecipe(64, 73)))
+    gen20 = StreamedImages("gen20", folder="gen20", recipe=ImageRecipe(64, 73))
+    DATASETS.get("digits")  # the built-in families first, then this test's own, for this test
+    monkeypatch.setitem(DATASETS._entries, "gen20", gen20)
     torch.save(torchvision.models.resnet18(num_classes=20).state_dict(), tmp_path / "r18.pth")
     suite = parse_suite(
         {

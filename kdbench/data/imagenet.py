@@ -44,6 +44,8 @@ imagenet = StreamedImages(
     std=IMAGENET_STD,
     info=DatasetInfo(1000, (3, 224, 224), 1_281_167, 50_000),
     where=" (ILSVRC-2012 from image-net.org: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar)",
+    doc="ILSVRC-2012, streamed from imagenet/ (class folders or WebDataset shards), "
+    "ImageNet's train and eval transforms at 224; the official val is the test split.",
 )
 DATASETS.add("imagenet", imagenet)
 
@@ -52,7 +54,7 @@ TINY = "tiny-imagenet-200"
 
 
 class TinyImageNet:
-    """Tiny-ImageNet from its released layout (see the module's docstring)."""
+    """Tiny-ImageNet, 64×64, held in memory, read from tiny-imagenet-200/; its val is the test split."""
 
     info = DatasetInfo(200, (3, 64, 64), 100_000, 10_000)
 

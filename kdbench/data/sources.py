@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import tarfile
@@ -58,9 +59,6 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.files)
 
-    def describe(self) -> str:
-        return f"{len(self):,} files under {self.base}"
-
     def path(self, i: int) -> str:
         return os.path.join(self.base, self.files[i].decode())
 
@@ -69,7 +67,9 @@ class FolderSource:
     ) -> Dataset:
         n = len(stream)
         order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-        seeds = torch.randint(0, 2**62, (n,), generator=gen) if augment and gen else None
+        seeds = (
+            torch.randint(0, 2**62, (n,), generator=gen) if augment and gen is not None else None
+        )
         return _FolderBatches(self, stream, order, seeds, batch_size)
 
 
@@ -81,7 +81,7 @@ class _FolderBatches(Dataset):
         self.order, self.seeds, self.batch_size = order, seeds, batch_size
 
     def __len__(self) -> int:
-        return math_ceil(len(self.order), self.batch_size)
+        return math.ceil(len(self.order) / self.batch_size)
 
     def __getitem__(self, b: int) -> Read:
         ks = self.order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
@@ -96,10 +96,6 @@ class _FolderBatches(Dataset):
             seed = int(self.seeds[k]) if self.seeds is not None else None
             items.append((k, view(data, self.stream, seed, path)))
         return collate(items, self.stream.recipe)
-
-
-def math_ceil(n: int, d: int) -> int:
-    return -(-n // d)
 
 
 @dataclass
@@ -178,9 +174,6 @@ class ShardSource:
 
     def __len__(self) -> int:
         return sum(self.counts)
-
-    def describe(self) -> str:
-        return f"{len(self):,} images in {len(self.shards)} shards at {self.location}"
 
     @property
     def starts(self) -> list[int]:

@@ -82,11 +82,14 @@ class ImageRecipe:
 
 
 class Source(Protocol):
-    """Where a split's images come from: ``len`` images at positions 0 … len − 1."""
+    """Where a split's images come from: ``len`` images at positions 0 … len − 1, read one
+    pass at a time through ``dataset`` (``kdbench.data.sources``)."""
 
     def __len__(self) -> int: ...
 
-    def describe(self) -> str: ...
+    def dataset(
+        self, stream: ImageStream, *, batch_size: int, gen: torch.Generator | None, augment: bool
+    ) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +98,7 @@ class ImageStream:
     ``source``'s image ``positions[k]``. Looks like an image tensor where the bundle asks
     (``len``, ``shape``, ``ndim``), holds none."""
 
-    source: Any
+    source: Source
     positions: torch.Tensor
     recipe: ImageRecipe
     fill: tuple[int, ...] = (0, 0, 0)

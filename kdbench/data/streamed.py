@@ -64,8 +64,13 @@ class StreamedImages:
         std: tuple[float, ...] = (),
         info: DatasetInfo | None = None,
         where: str = "",
+        doc: str = "",
     ) -> None:
         self.name, self.folder, self.recipe = name, folder, recipe
+        self.__doc__ = doc or (
+            f"Streamed from {folder}/ (class folders or WebDataset shards), "
+            f"{recipe.channels}×{recipe.size}×{recipe.size}."
+        )
         self.mean, self.std = tuple(mean), tuple(std)
         self.declared = info
         """The official sizes (ILSVRC-2012's): plans need no files, and a copy of another
