@@ -368,10 +368,7 @@ def packing(report: Report, device: torch.device, size: dict, workdir: Path) -> 
 
 def check_imagenet(report: Report, device: torch.device, size: dict, workdir: Path) -> float:
     """ResNet-34 → ResNet-18 at 224 from a streamed folder; returns the training GFLOP/s."""
-    import io
-
-    import numpy as np
-    from PIL import Image
+    from input_pipeline import write_images
 
     from kdbench.data.imagenet import IMAGENET_RECIPE
     from kdbench.data.stream import IMAGENET_MEAN, IMAGENET_STD, decode
@@ -379,21 +376,10 @@ def check_imagenet(report: Report, device: torch.device, size: dict, workdir: Pa
     from kdbench.training.trainer import loader_workers
 
     n, classes = size["imagenet_images"], 10
-    rng = np.random.default_rng(0)
-    jpegs = []
-    for i in range(n):
-        small = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((500, 375), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=90)
-        jpegs.append(buf.getvalue())
-        for split in ("train", "val"):
-            d = workdir / "imagenet_shaped" / split / f"c{i % classes}"
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{i}.JPEG").write_bytes(buf.getvalue())
+    jpegs = write_images(workdir, n, (500, 375), classes=classes)  # in workdir/folders/
     data = StreamedImages(
         "imagenet_shaped",
-        folder="imagenet_shaped",
+        folder="folders",
         recipe=IMAGENET_RECIPE,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,

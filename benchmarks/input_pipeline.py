@@ -30,6 +30,8 @@ from PIL import Image
 
 
 def write_images(root: Path, n: int, size: tuple[int, int], classes: int = 10) -> list[bytes]:
+    """``n`` ImageNet-like JPEGs of ``size``, each written to ``root/folders/{train,val}/c<k>/``
+    (gpu_check writes its ImageNet-shaped folder with this too); their bytes, in order."""
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):

@@ -17,13 +17,13 @@ import dataclasses
 import os
 import re
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdbench.data import DATASETS, dataset_info
+from kdbench.data import DATASETS, dataset_info, is_streamed
 from kdbench.errors import KdbenchError
 from kdbench.methods import Method, method_class
 from kdbench.models import MODELS, build_model, pretrained
@@ -75,10 +75,19 @@ def parse_suite(raw: Any, *, source: str = "<suite>", base_dir: Path | None = No
     r = Reader(source)
     suite = _pretrained(r, suite)
     _checkpoints(r, suite)
-    written = raw["methods"] if isinstance(raw, dict) else []
-    _pairing(r, suite, written if isinstance(written, list) else [])
-    _streaming(r, suite, written if isinstance(written, list) else [])
+    written = raw.get("methods") if isinstance(raw, dict) else None
+    key = _entry_keys(suite, written if isinstance(written, list) else [])
+    _pairing(r, suite, key)
+    _streaming(r, suite, key)
     return suite
+
+
+def _entry_keys(suite: Suite, written: list[Any]) -> Callable[[int], str]:
+    """The suite file's key of the ``i``-th entry of ``suite.methods``: when the file does not
+    list scratch, the scratch entry added in front shifts the file's indices by one
+    (dataset distillation's baselines come last)."""
+    offset = int(suite.methods[0].label == "scratch" and not lists_scratch(written))
+    return lambda i: f"methods[{max(i - offset, 0)}]"
 
 
 def _pretrained(r: Reader, suite: Suite) -> Suite:
@@ -129,10 +138,8 @@ def _checkpoints(r: Reader, suite: Suite) -> None:
         read.add(path)
 
 
-def _pairing(r: Reader, suite: Suite, written: list[Any]) -> None:
+def _pairing(r: Reader, suite: Suite, key: Callable[[int], str]) -> None:
     """Every method can distil every pair it is given (see the module's docstring)."""
-    # the scratch entry added in front (dataset distillation's baselines come last)
-    offset = int(suite.methods[0].label == "scratch" and not lists_scratch(written))
     probes: dict[tuple[str, tuple[int, ...], int], Any] = {}
     shapes: dict[str, tuple[tuple[int, ...], int] | None] = {}
     for i, entry in enumerate(suite.methods):
@@ -161,24 +168,23 @@ def _pairing(r: Reader, suite: Suite, written: list[Any]) -> None:
                     reason = cls.pairing_models(s_out[0], t_out and t_out[0], hp)
                 if reason:
                     raise r.fail(
-                        f"methods[{i - offset}]",
+                        key(i),
                         f"'{entry.name}' cannot distil {pair.teacher.arch} → {pair.student} "
                         f"on {dataset}: {reason}",
                     )
 
 
-def _streaming(r: Reader, suite: Suite, written: list[Any]) -> None:
+def _streaming(r: Reader, suite: Suite, key: Callable[[int], str]) -> None:
     """Every method runs on every streamed data set it is given, or is refused with why."""
-    streamed = [d for d in suite.datasets if getattr(DATASETS.get(d), "streamed", False)]
+    streamed = [d for d in suite.datasets if is_streamed(d)]
     if not streamed:
         return
-    offset = int(suite.methods[0].label == "scratch" and not lists_scratch(written))
     for i, entry in enumerate(suite.methods):
         reasons = [method_class(n).in_memory() for n in entry.name.split("+")]
         reason = next((x for x in reasons if x), None)
         if reason:
             raise r.fail(
-                f"methods[{max(i - offset, 0)}]",
+                key(i),
                 f"'{entry.name}' cannot run on {streamed[0]}, which is streamed from files: "
                 f"{reason}; use an in-memory data set for it (a downsampled copy)",
             )

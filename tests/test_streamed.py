@@ -290,50 +290,31 @@ def test_a_generated_imagenet_folder_runs_end_to_end_with_a_local_pretrained_tea
     assert rows.loc["teacher", "status"] == "ok" and 0 <= rows.loc["kd", "test_acc"] <= 1
 
 
-@pytest.mark.slow
-def test_the_input_pipeline_benchmark_runs_at_a_tiny_size():
+def run_benchmark(script: str, *args: str) -> str:
+    """A benchmark script's output, run as a user runs it."""
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "input_pipeline.py"), "--images", "12"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
+    command = [sys.executable, str(REPO / "benchmarks" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=True).stdout
+
+
+@pytest.mark.slow
+def test_the_input_pipeline_benchmark_runs_at_a_tiny_size():
+    out = run_benchmark("input_pipeline.py", "--images", "12")
     last = out.strip().splitlines()[-1]
     assert last.startswith("pipeline: folder ") and "img/s/core" in last and "shards" in last
 
 
 @pytest.mark.slow
 def test_the_streamed_vs_memory_benchmark_runs_at_a_tiny_size():
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "streamed_vs_memory.py"),
-            "--synthetic",
-            "--train-images",
-            "300",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--memory-images",
-            "200",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    ).stdout
+    out = run_benchmark(
+        "streamed_vs_memory.py",
+        *("--synthetic", "--train-images", "300", "--seeds", "0", "--epochs", "1"),
+        *("--memory-images", "200"),
+    )
     last = out.strip().splitlines()[-1]
     assert last.startswith("streamed vs memory: max |Δ acc|") and "peak memory streamed" in last
     assert "folder" in out and "shards" in out and "memory" in out

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from kdbench.data.augment import augment_batch
 from kdbench.data.base import AugmentSpec, DataBundle, stratified_split
-from kdbench.data.registry import DATASETS, DatasetInfo, dataset_info, default_root, load_dataset
+from kdbench.data.registry import (
+    DATASETS,
+    DatasetInfo,
+    dataset_info,
+    default_root,
+    is_streamed,
+    load_dataset,
+)
 
 FAMILIES = ("digits", "imagefolder", "imagenet", "synthetic", "torchvision_sets")
 """The files of ``kdbench/data/`` that register data sets, imported on the registry's first use."""
@@ -21,6 +28,7 @@ __all__ = [
     "augment_batch",
     "dataset_info",
     "default_root",
+    "is_streamed",
     "load_dataset",
     "stratified_split",
 ]

@@ -47,16 +47,14 @@ trial runs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from kdbench.data.base import AugmentSpec, DataBundle, carve_val
 from kdbench.data.registry import DATASETS, DatasetInfo
+from kdbench.data.sources import IMAGE_EXTENSIONS, class_names, walk_images
 from kdbench.errors import KdbenchError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class ImageFolder:
@@ -78,13 +76,13 @@ class ImageFolder:
     def __call__(self, *, root: Path, val_fraction: float = 0.1) -> DataBundle:
         base = self.locate(Path(root))
         classes, train_files, test_files = self._splits(base)
-        train_x, train_y = self._decode(train_files)
-        test_x, test_y = self._decode(test_files)
+        train_x, train_y = decode_files(train_files, self.size)
+        test_x, test_y = decode_files(test_files, self.size)
         pool_dir = base / "unlabeled"
         pool = None
         if pool_dir.is_dir():
-            pool_files = [(p, -1) for p in _images_under(pool_dir)]
-            pool = self._decode(pool_files)[0] if pool_files else None
+            pool_files = [(Path(p), -1) for p in walk_images(pool_dir)[0]]
+            pool = decode_files(pool_files, self.size)[0] if pool_files else None
         return carve_val(
             self.name,
             train_x,
@@ -131,7 +129,7 @@ class ImageFolder:
     ) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
         """The class names and the (file, label) lists of train and test."""
         train_dir = base / "train"
-        classes = _class_names(train_dir)
+        classes = class_names(train_dir)
         if not classes:
             raise KdbenchError(f"data set '{self.name}': {train_dir} has no class folders")
         test_dir = base / "test" if (base / "test").is_dir() else base / "val"
@@ -140,7 +138,7 @@ class ImageFolder:
                 f"data set '{self.name}': {base} has neither test/ nor val/ (class folders "
                 "like train/'s)"
             )
-        test_classes = _class_names(test_dir)
+        test_classes = class_names(test_dir)
         if test_classes != classes:
             missing = sorted(set(classes) - set(test_classes))
             extra = sorted(set(test_classes) - set(classes))
@@ -158,7 +156,7 @@ class ImageFolder:
     def _files(self, split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
         out: list[tuple[Path, int]] = []
         for label, name in enumerate(classes):
-            files = _images_under(split_dir / name)
+            files = [Path(f) for f in walk_images(split_dir / name)[0]]
             if not files:
                 raise KdbenchError(
                     f"data set '{self.name}': {split_dir / name} holds no images "
@@ -167,15 +165,15 @@ class ImageFolder:
             out.extend((f, label) for f in files)
         return out
 
-    def _decode(self, files: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, 3, size, size) images and their labels, decoded one file at a time."""
-        s = self.size
-        x = torch.empty((len(files), 3, s, s), dtype=torch.uint8)
-        y = torch.empty(len(files), dtype=torch.long)
-        for i, (path, label) in enumerate(files):
-            x[i] = _load(path, s)
-            y[i] = label
-        return x, y
+
+def decode_files(files: list[tuple[Path, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, 3, size, size) images and their labels, decoded one file at a time."""
+    x = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
+    y = torch.empty(len(files), dtype=torch.long)
+    for i, (path, label) in enumerate(files):
+        x[i] = _load(path, size)
+        y[i] = label
+    return x, y
 
 
 def _load(path: Path, size: int) -> torch.Tensor:
@@ -198,21 +196,6 @@ def _load(path: Path, size: int) -> torch.Tensor:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise KdbenchError(f"cannot read the image {path}: {exc}") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-
-
-def _class_names(directory: Path) -> list[str]:
-    """Sub-folder names, sorted: torchvision's ``find_classes``."""
-    return sorted(e.name for e in os.scandir(directory) if e.is_dir())
-
-
-def _images_under(directory: Path) -> list[Path]:
-    """Image files below ``directory`` at any depth, in sorted order (torchvision's walk)."""
-    found: list[Path] = []
-    for parent, _dirs, names in sorted(os.walk(directory, followlinks=True)):
-        found.extend(
-            Path(parent) / n for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)
-        )
-    return found
 
 
 def _some(names: list[str], limit: int = 5) -> str:

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from kdbench.data.base import AugmentSpec, DataBundle, carve_val
-from kdbench.data.imagefolder import _load
+from kdbench.data.imagefolder import decode_files
 from kdbench.data.registry import DATASETS, DatasetInfo
 from kdbench.data.stream import IMAGENET_MEAN, IMAGENET_STD, ImageRecipe
 from kdbench.data.streamed import StreamedImages
@@ -83,8 +81,8 @@ class TinyImageNet:
                     f"class {parts[1]!r}, which has no folder in {base / 'train'}"
                 )
             test.append((base / "val" / "images" / parts[0], label[parts[1]]))
-        train_x, train_y = _decode(train)
-        test_x, test_y = _decode(sorted(test))
+        train_x, train_y = decode_files(train, 64)
+        test_x, test_y = decode_files(sorted(test), 64)
         return carve_val(
             "tiny_imagenet",
             train_x,
@@ -95,14 +93,6 @@ class TinyImageNet:
             num_classes=len(classes),
             augment=AugmentSpec(pad=8, flip=True),
         )
-
-
-def _decode(files: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.empty((len(files), 3, 64, 64), dtype=torch.uint8)
-    y = torch.empty(len(files), dtype=torch.long)
-    for i, (path, label) in enumerate(files):
-        x[i], y[i] = _load(path, 64), label
-    return x, y
 
 
 tiny_imagenet = TinyImageNet()

@@ -57,6 +57,11 @@ def dataset_info(name: str, root: str | os.PathLike[str] | None = None) -> Datas
     return info
 
 
+def is_streamed(name: str) -> bool:
+    """Whether the data set is read from files as training goes (``StreamedImages``)."""
+    return bool(getattr(DATASETS.get(name), "streamed", False))
+
+
 def default_root() -> Path:
     """Where data sets live when a suite names no ``data.root``: $KDBENCH_DATA or ~/.cache/kdbench/data."""
     return Path(os.environ.get("KDBENCH_DATA") or Path.home() / ".cache" / "kdbench" / "data")

@@ -129,6 +129,11 @@ def list_class_folders(split_dir: Path, classes: list[str], name: str) -> Listin
     return Listing(files, labels, ignored)
 
 
+def class_names(directory: Path) -> list[str]:
+    """Sub-folder names, sorted: torchvision's ``find_classes``."""
+    return sorted(e.name for e in os.scandir(directory) if e.is_dir())
+
+
 def walk_images(directory: Path) -> tuple[list[str], list[str]]:
     """(image files, other entries) below ``directory``, sorted; only regular files count as
     images. Links to folders are followed while they stay inside ``directory``'s own tree
@@ -210,7 +215,8 @@ class _ShardBatches(IterableDataset):
         batch: list[tuple[int, torch.Tensor | None]] = []
         starts = self.source.starts
         for s in self.order[w::n_workers]:
-            for offset, data, key in read_shard(self.source.location, self.source.shards[s]):
+            samples = shard_samples(self.source.location, self.source.shards[s])
+            for offset, (key, data, _label) in enumerate(samples):
                 position = starts[s] + offset
                 k = int(self.split_index[position])
                 if k < 0:
@@ -261,12 +267,6 @@ def _filesystem(uri: str) -> tuple[Any, str]:
         reason = str(exc).splitlines()[0]
         raise KdbenchError(f"{uri}: cannot open this data location ({reason})") from None
     return fs, base.rstrip("/")
-
-
-def read_shard(location: str, name: str) -> Iterator[tuple[int, bytes, str]]:
-    """(offset in the shard, image bytes, key) of each sample of one shard, in order."""
-    for offset, sample in enumerate(shard_samples(location, name)):
-        yield offset, sample[1], sample[0]
 
 
 def shard_samples(location: str, name: str) -> Iterator[tuple[str, bytes, int | None]]:

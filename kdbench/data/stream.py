@@ -218,13 +218,13 @@ def train_view(
         img = F.resized_crop(img, top, left, h, w, [recipe.size, recipe.size], antialias=True)
     else:
         img = eval_view(img, recipe)
-        if recipe.train == "crop_flip" and recipe.pad > 0:
+        if recipe.train == "none":
+            return img
+        if recipe.pad > 0:  # crop_flip
             p, s = recipe.pad, recipe.size
             img = F.pad(img, [p, p, p, p], fill=list(fill[: img.shape[0]]))
             dy, dx = torch.randint(0, 2 * p + 1, (2,), generator=gen).tolist()
             img = img[:, dy : dy + s, dx : dx + s]
-        elif recipe.train == "none":
-            return img
     if recipe.flip and torch.rand(1, generator=gen).item() < 0.5:
         img = img.flip(-1)
     return img

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,6 +35,7 @@ from kdbench.data.registry import DatasetInfo
 from kdbench.data.sources import (
     FolderSource,
     ShardSource,
+    class_names,
     folder_source,
     list_class_folders,
     list_shards,
@@ -72,19 +74,15 @@ class StreamedImages:
             f"{recipe.channels}×{recipe.size}×{recipe.size}."
         )
         self.mean, self.std = tuple(mean), tuple(std)
-        self.declared = info
-        """The official sizes (ILSVRC-2012's): plans need no files, and a copy of another
-        size is refused."""
+        self.info = info
+        """The official sizes (ILSVRC-2012's), or None: plans need no files, and a copy of
+        another size is refused."""
         self.where = where
         """What the missing-files line adds: where the files come from."""
-        self._info: dict[str, DatasetInfo] = {}
+        self._counted: dict[str, DatasetInfo] = {}
 
     def __repr__(self) -> str:
         return f"StreamedImages({self.name!r}, folder={self.folder!r})"
-
-    @property
-    def info(self) -> DatasetInfo | None:
-        return self.declared
 
     # ---- finding the files -------------------------------------------------------------
 
@@ -115,12 +113,16 @@ class StreamedImages:
 
     # ---- the bundle ----------------------------------------------------------------------
 
-    def __call__(self, *, root: Path | str, val_fraction: float = 0.1) -> DataBundle:
-        layout, location = self.locate(str(root))
+    def _read(self, root: str) -> tuple[str, list[str], Any, torch.Tensor, Any, torch.Tensor]:
+        """(location, classes, train source, train labels, test source, test labels) of the
+        layout found under ``root``."""
+        layout, location = self.locate(root)
         if layout == "folders":
-            classes, source, train_y, test_source, test_y = self._folders(Path(location))
-        else:
-            classes, source, train_y, test_source, test_y = self._shards(location)
+            return location, *self._folders(Path(location))
+        return location, *self._shards(location)
+
+    def __call__(self, *, root: Path | str, val_fraction: float = 0.1) -> DataBundle:
+        location, classes, source, train_y, test_source, test_y = self._read(str(root))
         self._check_sizes(len(classes), len(train_y), len(test_y), location)
         keep, val = stratified_split(train_y, (1.0 - val_fraction, val_fraction), seed=SPLIT_SEED)
         recipe = self.recipe
@@ -142,7 +144,7 @@ class StreamedImages:
         )
 
     def _check_sizes(self, classes: int, train: int, test: int, location: str) -> None:
-        d = self.declared
+        d = self.info
         if d is None or (d.num_classes, d.train, d.test) == (classes, train, test):
             return
         raise KdbenchError(
@@ -156,7 +158,7 @@ class StreamedImages:
         self, base: Path
     ) -> tuple[list[str], FolderSource, torch.Tensor, FolderSource, torch.Tensor]:
         train_dir = base / "train"
-        classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+        classes = class_names(train_dir)
         if not classes:
             raise KdbenchError(f"data set '{self.name}': {train_dir} has no class folders")
         test_dir = next((base / d for d in ("val", "test") if (base / d).is_dir()), None)
@@ -165,7 +167,7 @@ class StreamedImages:
                 f"data set '{self.name}': {base} has neither val/ nor test/ (class folders "
                 "like train/'s)"
             )
-        test_classes = sorted(e.name for e in os.scandir(test_dir) if e.is_dir())
+        test_classes = class_names(test_dir)
         if test_classes != classes:
             flat = not test_classes and any(os.scandir(test_dir))
             raise KdbenchError(
@@ -249,15 +251,11 @@ class StreamedImages:
 
     def info_at(self, root: Path) -> DatasetInfo:
         """The declared sizes, else a count of the files (or the shards' index)."""
-        if self.declared is not None:
-            return self.declared
+        if self.info is not None:
+            return self.info
         key = str(root)
-        if key not in self._info:
-            layout, location = self.locate(key)
-            if layout == "folders":
-                classes, source, _, test_source, _ = self._folders(Path(location))
-            else:
-                classes, source, _, test_source, _ = self._shards(location)
+        if key not in self._counted:
+            _, classes, source, _, test_source, _ = self._read(key)
             shape = (self.recipe.channels, self.recipe.size, self.recipe.size)
-            self._info[key] = DatasetInfo(len(classes), shape, len(source), len(test_source))
-        return self._info[key]
+            self._counted[key] = DatasetInfo(len(classes), shape, len(source), len(test_source))
+        return self._counted[key]

@@ -67,15 +67,21 @@ def resolve(arch: str, weights: str) -> PretrainedFile:
     )
 
 
-def _torchvision(name: str, tag: str) -> PretrainedFile:
-    import torch
-    import torchvision.models as tvm
-
+def torchvision_arch(name: str) -> str:
+    """``name`` when kdbench wraps that torchvision architecture, else a one-line error."""
     if name not in TORCHVISION_ARCHS:
         raise KdbenchError(
             f"torchvision:{name}: not one of kdbench's torchvision models "
             f"({', '.join(TORCHVISION_ARCHS)})"
         )
+    return name
+
+
+def _torchvision(name: str, tag: str) -> PretrainedFile:
+    import torch
+    import torchvision.models as tvm
+
+    torchvision_arch(name)
     enum = tvm.get_model_weights(name)
     tags = [w.name for w in enum]
     if tag == "DEFAULT":

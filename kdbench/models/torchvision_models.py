@@ -42,9 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench.errors import KdbenchError
 from kdbench.models.base import KDModel, ModelOutput
-from kdbench.models.pretrained import TORCHVISION_ARCHS
+from kdbench.models.pretrained import torchvision_arch
 from kdbench.models.registry import MODELS
 
 
@@ -181,12 +180,7 @@ def mobilenet_v2(*, num_classes: int, input_shape: tuple[int, ...]) -> Torchvisi
 def _family(name: str) -> Any:
     """``torchvision:<name>``: the same network as ``<name>`` (a pretrained teacher is named so,
     ``{arch: "torchvision:resnet34", weights: IMAGENET1K_V1}``)."""
-    if name not in TORCHVISION_ARCHS:
-        raise KdbenchError(
-            f"torchvision:{name}: not one of kdbench's torchvision models "
-            f"({', '.join(TORCHVISION_ARCHS)})"
-        )
-    return MODELS.get(name)
+    return MODELS.get(torchvision_arch(name))
 
 
 MODELS.add_family("torchvision", _family)

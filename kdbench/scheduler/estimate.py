@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.data import DATASETS, dataset_info
+from kdbench.data import dataset_info, is_streamed
 from kdbench.methods import MethodContext, method_class
 from kdbench.methods.base import CostBasis, Step
 from kdbench.models import ModelOutput, build_model, count_macs
@@ -150,10 +150,6 @@ def _probe(
     return min(times) + teacher_s, macs, teacher_macs
 
 
-def _streamed(dataset: str) -> bool:
-    return bool(getattr(DATASETS.get(dataset), "streamed", False))
-
-
 def _eval_seconds(spec: TrialSpec, step_s: float, batch: int, epochs: int, n_val: int) -> float:
     """The trial's evaluation passes, at a third of a training step's time an image (a
     forward pass, no backward): `val` at every validated epoch, and a final's (or a
@@ -213,7 +209,7 @@ def estimate(
         cpu_s += eval_s
         evaluation += eval_s
         macs += 3.0 * model_macs * n
-        if teacher_macs and (spec.data.augment or _streamed(spec.dataset)):
+        if teacher_macs and (spec.data.augment or is_streamed(spec.dataset)):
             # Every view is new (augmentation, or images read anew from files each epoch): the
             # teacher's forward runs on every step, not once for the split.
             macs += teacher_macs * n

@@ -248,6 +248,9 @@ class Batches:
     when ``augment``, in the precision's memory layout. ``drop_single=False`` keeps a last
     batch of one (a network without BatchNorm, as MTT's trajectories are trained)."""
 
+    skipped = 0
+    """Images that could not be read: none, from memory (``StreamedBatches`` counts them)."""
+
     def __init__(
         self,
         data: DataBundle,
@@ -430,28 +433,18 @@ class Trainer:
             )
         self.train_y = train_y
         self.transform = transform
-        self.batches: Batches | StreamedBatches
-        if streamed:
-            self.batches = StreamedBatches(
-                data,
-                train_x,
-                batch_size=budget.batch_size,
-                augment=augment,
-                gen=self.gen,
-                precision=precision,
-                device=train_y.device,
-                drop_single=drop_single,
-            )
-        else:
-            self.batches = Batches(
-                data,
-                train_x,
-                batch_size=budget.batch_size,
-                augment=augment,
-                gen=self.gen,
-                precision=precision,
-                drop_single=drop_single,
-            )
+        feed = dict(
+            batch_size=budget.batch_size,
+            augment=augment,
+            gen=self.gen,
+            precision=precision,
+            drop_single=drop_single,
+        )
+        self.batches: Batches | StreamedBatches = (
+            StreamedBatches(data, train_x, device=train_y.device, **feed)
+            if streamed
+            else Batches(data, train_x, **feed)
+        )
         self._teacher_forward = (
             compiled.forward(self.teacher, compile)
             if self.teacher is not None and self.cached is None
@@ -504,4 +497,4 @@ class Trainer:
     @property
     def skipped(self) -> int:
         """Training files that could not be decoded so far (a streamed split's)."""
-        return getattr(self.batches, "skipped", 0)
+        return self.batches.skipped
